@@ -15,7 +15,7 @@ impossible or pointless, are exceptions::
     ├── TrackingError                         the completion channel itself is broken
     │   └── QueueNotFound                     the SQS queue does not exist
     ├── JournalError                          the resume journal is unreadable or belongs to another run
-    └── InferenceError                        raised only by ``Outcome.unwrap()``: one inference did not succeed
+    └── InferenceError                        raised by ``Outcome.unwrap()`` only: an inference failed
         ├── InferenceRejected                 never accepted (bad input, or retries ran out)
         ├── InferenceFailed                   the model failed; carries ``failure_reason``
         └── InferenceExpired                  no outcome before its deadline
