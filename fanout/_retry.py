@@ -1,0 +1,454 @@
+"""Error classes, backoff, and the adaptive limiter that keeps fanout just under the service's limit.
+
+Three error classes decide what happens to a failed invoke:
+
+- ``throttle``: the service asks us to slow down (``ThrottlingException`` with any
+  status, any HTTP 429, ``TooManyRequestsException``, ``RequestLimitExceeded``,
+  ``SlowDown``, ...). Retried, and it cuts the allowed concurrency and rate.
+- ``transient``: the call may succeed if repeated (500, 502, 503, 504, connection
+  errors, read and connect timeouts). Retried; a 503 is overload, so it also cuts.
+- ``fatal``: repeating cannot help (``ValidationError``, other 4xx, access denied,
+  anything unrecognised). Not retried.
+
+botocore's own retries must be off (``total_max_attempts=1``) so they do not
+multiply with these, and botocore's ``adaptive`` mode must not be used: its rate
+falls to 0.5 req/s after a throttle in the first second, and its async token
+bucket wakes every waiter per token and corrupts its lock when waiters are
+cancelled on Python 3.11.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import anyio
+import anyio.lowlevel
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from ._config import RetryPolicy
+from ._exceptions import FanoutError, error_code, http_status
+
+__all__ = [
+    "THROTTLE_CODES",
+    "TRANSIENT_CODES",
+    "AdaptiveLimiter",
+    "AimdControl",
+    "ErrorClass",
+    "LimiterStatistics",
+    "Permit",
+    "Signal",
+    "classify",
+    "is_overload",
+    "retrying",
+]
+
+ErrorClass: TypeAlias = Literal["throttle", "transient", "fatal"]
+Signal: TypeAlias = Literal["success", "overload", "neutral"]
+
+# botocore's standard-mode throttling list, plus the legacy spellings.
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "InternalServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+_TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+_OVERLOAD_CODES = frozenset({"ServiceUnavailable", "ServiceUnavailableException"})
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    """The class of an error raised by ``invoke_endpoint_async``."""
+    if isinstance(exc, FanoutError):
+        return "fatal"
+    code = error_code(exc)
+    status = http_status(exc)
+    if code is not None or status is not None:
+        if code in THROTTLE_CODES or status == 429:
+            return "throttle"
+        if code in TRANSIENT_CODES or status in _TRANSIENT_STATUS:
+            return "transient"
+        return "fatal"
+    from botocore import exceptions as bce
+
+    if isinstance(exc, bce.ConnectionError | bce.HTTPClientError):
+        # Connection refused or reset, connect and read timeouts, a closed connection.
+        return "transient"
+    if isinstance(exc, bce.BotoCoreError):
+        # ParamValidationError, NoCredentialsError and the like: repeating cannot help.
+        return "fatal"
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return "transient"
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        return "fatal"
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerTimeoutError):
+        return "transient"
+    return "fatal"
+
+
+def is_overload(exc: BaseException) -> bool:
+    """Whether an error says the service is overloaded (a throttle or a 503), so we should slow down."""
+    if classify(exc) == "throttle":
+        return True
+    return error_code(exc) in _OVERLOAD_CODES or http_status(exc) == 503
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> AsyncRetrying:
+    """A fresh tenacity controller for one request.
+
+    One per request, never shared: tenacity keeps per-call state on the object
+    (jd/tenacity#93). Exponential backoff with full jitter, from
+    ``wait_initial`` up to ``wait_max``; stops after ``attempts`` tries or once
+    ``timeout`` seconds have passed since the first. Fatal errors are not
+    retried, and the last error is re-raised unchanged. Tests pass a tiny
+    ``RetryPolicy`` or their own ``sleep`` so they never wait long.
+    """
+    return AsyncRetrying(
+        sleep=sleep,
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.timeout),
+        wait=wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max),
+        retry=retry_if_exception(lambda exc: classify(exc) != "fatal"),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+class AimdControl:
+    """The control law of ``AdaptiveLimiter``: AIMD on a concurrency window and on a paced send rate.
+
+    Pure and synchronous: every method takes ``now`` (seconds, monotonic).
+
+    Why AIMD and not CUBIC or a latency gradient: InvokeEndpointAsync returns as
+    soon as the request is queued, so its latency says nothing about the
+    endpoint's load (a Vegas or gradient controller would chase SigV4 and
+    connection-pool noise). The only congestion signals are explicit: throttles
+    and 503s. Against such a loss signal AIMD is the simplest law that is
+    stable and converges; CUBIC's gain (fast recovery after a large cut) matters
+    for long-lived flows with big windows, while here a gentle multiplicative
+    decrease already keeps the rate near the limit, and AIMD's behaviour is easy
+    to state and test.
+
+    Two knobs are cut together. The concurrency window bounds work when the
+    round trip is long; the paced rate is what bounds it on a short one, where
+    even a window of 1 can send far above a server's rate limit. Both start
+    un-throttled: the window at ``max_concurrency`` and the rate unpaced, so
+    nothing is measured before it matters. On an overload signal:
+
+    - **one cut per epoch** (TCP's one-decrease-per-window rule): a permit
+      carries the epoch in which it was granted, and only a signal from the
+      current epoch cuts. A burst of 64 throttles from one start-up wave is one
+      cut, not 64, which is what keeps fanout from collapsing at start-up;
+    - the window becomes ``max(1, window * decrease)``;
+    - the rate becomes ``decrease * min(rate, measured send rate)``, never below
+      ``min_rate``. The send rate is measured from our own sends over the last
+      second, so it is known from the first request on (botocore measures
+      responses in 0.5-s buckets and so sees 0 at start-up, which is how it falls
+      to its 0.5 req/s floor).
+
+    On a success the window grows by ``1/window`` (one per window of successes)
+    and the rate by ``increase`` times the rate at the last cut per second (so a
+    cycle takes about ``(1 - decrease) / increase`` seconds at any scale). The
+    rate never grows past twice the measured send rate, so an idle or
+    input-bound period does not build up a rate that would overshoot later.
+    ``max_per_second`` is a static ceiling on the rate in every mode.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        *,
+        max_per_second: float | None = None,
+        adaptive: bool = True,
+        decrease: float = 0.9,
+        increase: float = 0.05,
+        min_rate: float = 1.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency!r}")
+        if not 0 < decrease < 1:
+            raise ValueError(f"decrease must be between 0 and 1, got {decrease!r}")
+        self.max_concurrency = max_concurrency
+        self.max_per_second = max_per_second
+        self.adaptive = adaptive
+        self.decrease = decrease
+        self.increase = increase
+        self.min_rate = min_rate
+        self.window = float(max_concurrency)
+        self.adaptive_rate: float | None = None
+        self.epoch = 0
+        self.cuts = 0
+        self._rate_at_cut = 0.0
+        self._last_increase = 0.0
+        self._sends: deque[float] = deque()
+        self._successes: deque[float] = deque()
+
+    @property
+    def limit(self) -> int:
+        """The concurrency allowed now."""
+        return max(1, int(self.window))
+
+    @property
+    def rate(self) -> float | None:
+        """The send rate allowed now, in requests per second, or ``None`` when unpaced."""
+        rate = self.adaptive_rate
+        if self.max_per_second is not None and (rate is None or rate > self.max_per_second):
+            return self.max_per_second
+        return rate
+
+    def measured_rate(self, now: float) -> float:
+        """Our own send rate over the last second (over the time since the first send when younger)."""
+        return _rate(self._sends, now)
+
+    def accepted_rate(self, now: float) -> float:
+        """The rate of successful responses over the last second, measured the same way."""
+        return _rate(self._successes, now)
+
+    def on_send(self, now: float) -> int:
+        """Record a send; returns the epoch to carry on its permit."""
+        if self.adaptive:
+            self._sends.append(now)
+        return self.epoch
+
+    def on_success(self, now: float) -> None:
+        if not self.adaptive:
+            return
+        self._successes.append(now)
+        if self.window < self.max_concurrency:
+            self.window = min(float(self.max_concurrency), self.window + 1.0 / self.window)
+        if self.adaptive_rate is not None:
+            elapsed = max(0.0, now - self._last_increase)
+            self._last_increase = now
+            ceiling = max(2.0 * self.measured_rate(now), 2.0 * self.min_rate)
+            grown = self.adaptive_rate + self.increase * self._rate_at_cut * elapsed
+            self.adaptive_rate = max(self.adaptive_rate, min(grown, ceiling))
+
+    def on_overload(self, epoch: int, now: float) -> bool:
+        """A throttle or 503 from a permit of ``epoch``; returns whether it cut the limits."""
+        if not self.adaptive or epoch != self.epoch:
+            return False
+        self.epoch += 1
+        self.cuts += 1
+        self.window = max(1.0, self.window * self.decrease)
+        measured = self.measured_rate(now)
+        if len(self._sends) < _MIN_SAMPLES:
+            # Too few sends to measure a rate: a guess here is how botocore collapses at start-up.
+            # The window cut alone slows us down until there is something to measure.
+            return True
+        rate = self.decrease * min(self.adaptive_rate or math.inf, measured)
+        if len(self._successes) >= _MIN_SAMPLES:
+            # While throttled, what the service accepted is its capacity: jump there at once
+            # instead of stepping down one round trip at a time.
+            rate = min(rate, self.accepted_rate(now))
+        self.adaptive_rate = max(self.min_rate, rate)
+        self._rate_at_cut = self.adaptive_rate
+        self._last_increase = now
+        return True
+
+
+_MIN_SAMPLES = 20
+
+
+def _rate(events: deque[float], now: float) -> float:
+    while events and events[0] < now - 1.0:
+        events.popleft()
+    if not events:
+        return 0.0
+    # A floor on the span keeps a burst of simultaneous first events from reading as infinite.
+    return len(events) / max(now - events[0], 0.01)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStatistics:
+    in_flight: int
+    waiting: int
+    limit: int
+    rate: float | None
+    cuts: int
+
+
+class Permit:
+    """The right to send one request; give it back with ``AdaptiveLimiter.release``."""
+
+    __slots__ = ("epoch", "released")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.released = False
+
+
+class _Waiter:
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+
+
+class AdaptiveLimiter:
+    """A FIFO gate on concurrency and rate, driven by ``AimdControl``.
+
+    Waiters queue in arrival order and only the head of the queue is ever
+    awake: a release wakes the head alone, and the head sleeps until its pacing
+    time itself, so granting a permit costs O(1) wake-ups however many tasks
+    wait (no thundering herd). A waiter owns nothing until the synchronous step
+    that hands it a permit, so cancelling it at any await leaks nothing; a
+    cancelled head passes the turn on. Pacing is GCRA with a burst tolerance of
+    ``burst`` seconds, so timer jitter does not cost throughput at high rates.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        *,
+        max_per_second: float | None = None,
+        adaptive: bool = True,
+        burst: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+        control: AimdControl | None = None,
+    ) -> None:
+        self.control = control or AimdControl(
+            max_concurrency, max_per_second=max_per_second, adaptive=adaptive
+        )
+        self._clock = clock
+        self._burst = burst
+        self._in_flight = 0
+        self._tat = -math.inf
+        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def statistics(self) -> LimiterStatistics:
+        return LimiterStatistics(
+            in_flight=self._in_flight,
+            waiting=len(self._waiters),
+            limit=self.control.limit,
+            rate=self.control.rate,
+            cuts=self.control.cuts,
+        )
+
+    def _delay(self, now: float) -> float:
+        """Seconds until a permit may be granted, ``inf`` when the window is full."""
+        if self._in_flight >= self.control.limit:
+            return math.inf
+        rate = self.control.rate
+        if rate is None:
+            return 0.0
+        return self._tat - self._burst - now
+
+    def _take(self, now: float) -> Permit:
+        self._in_flight += 1
+        rate = self.control.rate
+        if rate is not None:
+            self._tat = max(self._tat, now) + 1.0 / rate
+        return Permit(self.control.on_send(now))
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            next(iter(self._waiters)).event.set()
+
+    async def acquire(self) -> Permit:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        now = self._clock()
+        if not self._waiters and self._delay(now) <= 0:
+            return self._take(now)
+        waiter = _Waiter()
+        self._waiters[waiter] = None
+        try:
+            while True:
+                delay = math.inf
+                if next(iter(self._waiters)) is waiter:
+                    now = self._clock()
+                    delay = self._delay(now)
+                    if delay <= 0:
+                        del self._waiters[waiter]
+                        permit = self._take(now)
+                        self._wake_head()
+                        return permit
+                if math.isinf(delay):
+                    await waiter.event.wait()
+                else:
+                    with anyio.move_on_after(delay):
+                        await waiter.event.wait()
+                waiter.event = anyio.Event()
+        except BaseException:
+            if waiter in self._waiters:
+                was_head = next(iter(self._waiters)) is waiter
+                del self._waiters[waiter]
+                if was_head:
+                    self._wake_head()
+            raise
+
+    def release(self, permit: Permit, signal: Signal = "neutral") -> None:
+        """Give a permit back, saying how its request went. Idempotent."""
+        if permit.released:
+            return
+        permit.released = True
+        self._in_flight -= 1
+        now = self._clock()
+        if signal == "success":
+            self.control.on_success(now)
+        elif signal == "overload":
+            self.control.on_overload(permit.epoch, now)
+        self._wake_head()
+
+
+def signal_of(exc: BaseException | None) -> Signal:
+    """What a finished attempt tells the controller."""
+    if exc is None:
+        return "success"
+    return "overload" if is_overload(exc) else "neutral"
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a ``Rejected`` outcome."""
+    code = error_code(exc)
+    response: Any = getattr(exc, "response", None)
+    message = None
+    if isinstance(response, dict):
+        message = (response.get("Error") or {}).get("Message")
+    if code is not None:
+        return f"{code}: {message}" if message else code
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,306 @@
+"""Error classes, backoff bounds, and the adaptive limiter's control law and fairness."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import anyio.lowlevel
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from hypothesis import given, strategies as st
+from tenacity import RetryCallState
+
+from fanout._config import RetryPolicy
+from fanout._exceptions import EndpointNotFound
+from fanout._retry import AdaptiveLimiter, AimdControl, classify, describe, is_overload, retrying
+
+
+def client_error(code: str, status: int, message: str | None = None) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "InvokeEndpointAsync",
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "overload"),
+    [
+        (client_error("ThrottlingException", 400), "throttle", True),
+        (client_error("ThrottlingException", 500), "throttle", True),
+        (client_error("Throttling", 400), "throttle", True),
+        (client_error("TooManyRequestsException", 400), "throttle", True),
+        (client_error("RequestLimitExceeded", 400), "throttle", True),
+        (client_error("SlowDown", 503), "throttle", True),
+        (client_error("429", 429), "throttle", True),
+        (client_error("InternalFailure", 500), "transient", False),
+        (client_error("502", 502), "transient", False),
+        (client_error("ServiceUnavailable", 503), "transient", True),
+        (client_error("504", 504), "transient", False),
+        (ReadTimeoutError(endpoint_url="http://x"), "transient", False),
+        (ConnectTimeoutError(endpoint_url="http://x"), "transient", False),
+        (EndpointConnectionError(endpoint_url="http://x"), "transient", False),
+        (ConnectionClosedError(endpoint_url="http://x"), "transient", False),
+        (ConnectionResetError(), "transient", False),
+        (TimeoutError(), "transient", False),
+        (client_error("ValidationError", 400, "bad"), "fatal", False),
+        (client_error("AccessDeniedException", 400), "fatal", False),
+        (client_error("AccessDenied", 403), "fatal", False),
+        (client_error("NotFound", 404), "fatal", False),
+        (ParamValidationError(report="bad"), "fatal", False),
+        (NoCredentialsError(), "fatal", False),
+        (EndpointNotFound("ep"), "fatal", False),
+        (ValueError("x"), "fatal", False),
+    ],
+)
+def test_classify(error: BaseException, expected: str, overload: bool) -> None:
+    assert classify(error) == expected
+    assert is_overload(error) is overload
+
+
+def test_describe() -> None:
+    assert describe(client_error("ValidationError", 400, "bad input")) == "ValidationError: bad input"
+    assert describe(client_error("ThrottlingException", 400)) == "ThrottlingException"
+    assert describe(ValueError("x")) == "ValueError: x"
+
+
+def _state(attempt: int) -> RetryCallState:
+    state = RetryCallState(retry_object=retrying(RetryPolicy()), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return state
+
+
+@given(st.integers(min_value=1, max_value=50))
+def test_backoff_is_full_jitter_within_bounds(attempt: int) -> None:
+    policy = RetryPolicy(wait_initial=0.05, wait_max=20.0)
+    wait = retrying(policy).wait
+    cap = min(policy.wait_max, policy.wait_initial * 2 ** (attempt - 1))
+    for _ in range(20):
+        assert 0 <= wait(_state(attempt)) <= cap
+
+
+@pytest.mark.anyio
+async def test_retries_stop_at_attempts_and_sleep_is_injectable() -> None:
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    calls = 0
+    with pytest.raises(ClientError):
+        async for attempt in retrying(RetryPolicy(attempts=4, wait_max=60), sleep=fake_sleep):
+            with attempt:
+                calls += 1
+                raise client_error("InternalFailure", 500)
+    assert calls == 4 and len(sleeps) == 3
+
+
+@pytest.mark.anyio
+async def test_fatal_errors_are_not_retried() -> None:
+    calls = 0
+    with pytest.raises(ClientError):
+        async for attempt in retrying(RetryPolicy(attempts=4)):
+            with attempt:
+                calls += 1
+                raise client_error("ValidationError", 400)
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_retries_stop_at_the_total_time() -> None:
+    calls = 0
+    with pytest.raises(ClientError):
+        async for attempt in retrying(
+            RetryPolicy(attempts=1000, timeout=0.05, wait_initial=0.01, wait_max=0.01)
+        ):
+            with attempt:
+                calls += 1
+                raise client_error("InternalFailure", 500)
+    assert 2 <= calls < 50
+
+
+# ---------------------------------------------------------------- the control law
+
+
+def test_no_collapse_on_a_start_up_throttle_storm() -> None:
+    control = AimdControl(64)
+    epochs = [control.on_send(0.0) for _ in range(64)]
+    for epoch in epochs:
+        control.on_overload(epoch, 0.002)
+    assert control.cuts == 1
+    assert control.limit == 57
+    # The rate follows what we measured sending (botocore would drop to 0.5 req/s here).
+    assert control.rate is not None and control.rate > 1_000
+
+
+def test_too_few_sends_leave_the_rate_unpaced() -> None:
+    control = AimdControl(64)
+    epoch = 0
+    for _ in range(5):
+        epoch = control.on_send(0.0)
+    assert control.on_overload(epoch, 0.001)
+    assert control.rate is None and control.limit == 57
+
+
+def test_one_cut_per_epoch_then_rate_follows_measurement() -> None:
+    control = AimdControl(64)
+    now = 0.0
+    for _ in range(3):
+        epochs = [control.on_send(now) for _ in range(40)]
+        now += 0.01
+        for epoch in epochs:
+            control.on_overload(epoch, now)
+    assert control.cuts == 3
+    assert control.rate is not None and control.rate >= 1.0
+    assert control.limit == max(1, int(64 * 0.9**3))
+
+
+def test_the_rate_cut_uses_measured_sends_and_acceptances() -> None:
+    control = AimdControl(64)
+    now = 0.0
+    for i in range(400):  # 400 sends over 1 s, 200 of them accepted
+        now = i / 400
+        epoch = control.on_send(now)
+        if i % 2:
+            control.on_success(now)
+    assert control.on_overload(epoch, now)
+    assert control.rate == pytest.approx(200, rel=0.05)
+
+
+def test_additive_increase_probes_back_up() -> None:
+    control = AimdControl(10, increase=0.05)
+    now = 0.0
+    for i in range(200):
+        now = i / 100
+        epoch = control.on_send(now)
+        control.on_success(now)
+    control.on_overload(epoch, now)
+    cut = control.rate
+    assert cut is not None
+    for _ in range(200):  # two more seconds of successes at the paced rate
+        now += 1 / cut
+        control.on_send(now)
+        control.on_success(now)
+    assert control.rate is not None and control.rate > cut
+    assert control.limit == 10
+
+
+def test_window_never_below_one_and_rate_never_below_floor() -> None:
+    control = AimdControl(4, min_rate=2.0)
+    now = 0.0
+    for _ in range(200):
+        epoch = 0
+        for _ in range(25):
+            epoch = control.on_send(now)
+        now += 1.0
+        control.on_overload(epoch, now)
+    assert control.limit == 1
+    assert control.rate is not None and control.rate >= 2.0
+
+
+def test_static_mode_ignores_signals_but_keeps_the_ceiling() -> None:
+    control = AimdControl(8, max_per_second=50, adaptive=False)
+    control.on_overload(control.on_send(0.0), 0.0)
+    assert (control.limit, control.rate, control.cuts) == (8, 50, 0)
+
+
+def test_max_per_second_caps_the_adaptive_rate() -> None:
+    control = AimdControl(8, max_per_second=5)
+    assert control.rate == 5
+
+
+# ---------------------------------------------------------------- the limiter
+
+
+@pytest.mark.anyio
+async def test_waiters_are_served_fifo_one_at_a_time() -> None:
+    limiter = AdaptiveLimiter(1, adaptive=False)
+    first = await limiter.acquire()
+    order: list[int] = []
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        permit = await limiter.acquire()
+        order.append(i)
+        woken.append(limiter.statistics().waiting)
+        await anyio.lowlevel.checkpoint()
+        limiter.release(permit)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(waiter, i)
+            await anyio.wait_all_tasks_blocked()
+        assert limiter.statistics().waiting == 20
+        limiter.release(first)
+    assert order == list(range(20))
+    assert woken == list(range(19, -1, -1))
+    assert limiter.statistics().in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_cancelled_waiters_leak_no_permit() -> None:
+    limiter = AdaptiveLimiter(2, adaptive=False)
+    held = [await limiter.acquire(), await limiter.acquire()]
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(limiter.acquire)
+        await anyio.wait_all_tasks_blocked()
+        assert limiter.statistics().waiting == 50
+        tg.cancel_scope.cancel()
+    assert limiter.statistics().waiting == 0
+    for permit in held:
+        limiter.release(permit)
+        limiter.release(permit)  # idempotent
+    assert limiter.statistics().in_flight == 0
+    with anyio.fail_after(1):
+        again = [await limiter.acquire(), await limiter.acquire()]
+    assert limiter.statistics().in_flight == 2
+    for permit in again:
+        limiter.release(permit)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_head_passes_the_turn_on() -> None:
+    limiter = AdaptiveLimiter(1, adaptive=False)
+    held = await limiter.acquire()
+    got: list[str] = []
+
+    async def take(name: str) -> None:
+        permit = await limiter.acquire()
+        got.append(name)
+        limiter.release(permit)
+
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as head:
+            head.start_soon(take, "head")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(take, "second")
+            await anyio.wait_all_tasks_blocked()
+            head.cancel_scope.cancel()
+        limiter.release(held)
+    assert got == ["second"]
+
+
+@pytest.mark.anyio
+async def test_pacing_holds_the_rate() -> None:
+    now = [0.0]
+    limiter = AdaptiveLimiter(100, max_per_second=1000, adaptive=False, burst=0.0, clock=lambda: now[0])
+    granted = 0
+    with anyio.move_on_after(0.2):
+        while True:
+            limiter.release(await limiter.acquire())
+            granted += 1
+            if granted > 5:
+                break
+    # The fake clock never advances, so pacing admits exactly one permit and then waits.
+    assert granted == 1
+    assert limiter.statistics().in_flight == 0
+    assert math.isfinite(limiter.statistics().rate or math.inf)
