@@ -1,0 +1,314 @@
+"""The SQS source: long-poll receivers, batched deletes and visibility upkeep.
+
+``receivers`` tasks long-poll the queue (``WaitTimeSeconds``, 10 messages a call) and hand each
+parsed notification to the tracker with a :class:`Receipt`. The tracker answers through it:
+
+- ``delete()``: the message is done with (its outcome was emitted, or it was a duplicate). Deletes
+  are batched: ``DeleteMessageBatch`` goes out when 10 are ready or ``flush_delay`` after the first.
+- ``leave()``: the inference id is not this run's. The message is left on the queue for its
+  owner: the first time a message is seen its visibility is reset to 0, so another consumer of the
+  same queue gets it at once; if it comes back to us, it is left alone and stays hidden for the
+  queue's visibility timeout, so two runs sharing a queue do not bounce it in a hot loop. With
+  ``delete_unknown`` it is deleted instead.
+
+While the tracker holds a message (fetching its result from S3, or waiting on a full outcome
+buffer) a heartbeat extends its visibility (``ChangeMessageVisibilityBatch``), so it is not
+redelivered meanwhile. Malformed messages are counted, logged without their payload, and
+deleted; test notifications are counted and deleted.
+
+Calls are retried with backoff on transient errors. A queue that does not exist is the run-level
+``QueueNotFound``, checked once before the receivers start (``check``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._config import SqsTracking
+from .._exceptions import FanoutError, TrackingError, map_aws_errors
+from .._models import Notification
+from ._errors import call_with_retry, retrying
+from ._parse import Ignored, Malformed, parse_message
+
+__all__ = ["Receipt", "SqsSource"]
+
+log = logging.getLogger("fanout.tracking")
+
+T = TypeVar("T")
+
+_BATCH = 10
+_REMEMBER_LEFT = 10_000
+_DRAIN_TIMEOUT = 5.0
+"""How long leaving the tracker may wait for the last deletes (shielded)."""
+
+
+class Receipt:
+    """One received message, until the tracker says what to do with it."""
+
+    __slots__ = ("_source", "done", "extended_at", "message_id", "receipt_handle")
+
+    def __init__(self, source: SqsSource, message_id: str, receipt_handle: str, now: float) -> None:
+        self._source = source
+        self.message_id = message_id
+        self.receipt_handle = receipt_handle
+        self.extended_at = now
+        self.done = False
+
+    def delete(self) -> None:
+        self._source._finish(self, delete=True)
+
+    def leave(self) -> None:
+        self._source._finish(self, delete=self._source.config.delete_unknown)
+
+
+Handler = Callable[[Notification, Receipt], Awaitable[None]]
+
+
+class _Batcher(Generic[T]):
+    """Collects items and flushes them 10 at a time, or ``delay`` seconds after the first one."""
+
+    def __init__(
+        self, flush: Callable[[list[T]], Awaitable[None]], *, delay: float, concurrency: int
+    ) -> None:
+        self._flush = flush
+        self._delay = delay
+        self._items: deque[T] = deque()
+        self._wake = anyio.Event()
+        self._slots = anyio.Semaphore(concurrency)
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) in (1, _BATCH):
+            self._wake.set()
+
+    async def _wait(self) -> None:
+        await self._wake.wait()
+        self._wake = anyio.Event()
+
+    def _take(self) -> list[T]:
+        return [self._items.popleft() for _ in range(min(_BATCH, len(self._items)))]
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    while not self._items:
+                        await self._wait()
+                    with anyio.move_on_after(self._delay):
+                        while len(self._items) < _BATCH:
+                            await self._wait()
+                    while self._items:
+                        await self._slots.acquire()
+                        tg.start_soon(self._send, self._take())
+                        if len(self._items) < _BATCH:
+                            break
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
+                while self._items:
+                    await self._flush_safely(self._take())
+
+    async def _send(self, batch: list[T]) -> None:
+        try:
+            # An acknowledgement that was started is finished even when the tracker is closing.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT * 2):
+                await self._flush_safely(batch)
+        finally:
+            self._slots.release()
+
+    async def _flush_safely(self, batch: list[T]) -> None:
+        try:
+            await self._flush(batch)
+        except FanoutError:
+            raise
+        except Exception:
+            log.warning("a batched SQS call failed; the messages will be delivered again", exc_info=True)
+
+
+class SqsSource:
+    """Receives notifications from one queue and acknowledges them in batches."""
+
+    def __init__(
+        self,
+        client: Any,
+        config: SqsTracking,
+        handler: Handler,
+        *,
+        flush_delay: float = 0.05,
+        batch_concurrency: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._handler = handler
+        self._clock = clock
+        self._url = config.queue_url
+        self._holding: dict[str, Receipt] = {}
+        self._left: OrderedDict[str, None] = OrderedDict()
+        self._deletes: _Batcher[Receipt] = _Batcher(
+            self._delete_batch, delay=flush_delay, concurrency=batch_concurrency
+        )
+        self._releases: _Batcher[Receipt] = _Batcher(
+            self._release_batch, delay=flush_delay, concurrency=batch_concurrency
+        )
+        self._counts = dict.fromkeys(
+            (
+                "receive_calls",
+                "received",
+                "parsed",
+                "malformed",
+                "ignored",
+                "deleted",
+                "delete_failures",
+                "left",
+                "released",
+                "extended",
+                "handler_errors",
+            ),
+            0,
+        )
+
+    async def check(self) -> None:
+        """Run-level preflight: ``QueueNotFound`` when the queue does not exist."""
+        with map_aws_errors(queue_url=self._url):
+            await call_with_retry(
+                retrying(attempts=3),
+                self._client.get_queue_attributes,
+                QueueUrl=self._url,
+                AttributeNames=["VisibilityTimeout"],
+            )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._deletes.run)
+            tg.start_soon(self._releases.run)
+            if self.config.visibility_timeout > 0:
+                tg.start_soon(self._heartbeat)
+            for _ in range(self.config.receivers):
+                tg.start_soon(self._receive_loop)
+            task_status.started()
+
+    def statistics(self) -> dict[str, int]:
+        return {**self._counts, "holding": len(self._holding)}
+
+    async def _receive_loop(self) -> None:
+        config = self.config
+        policy = retrying(within=120.0)
+        while True:
+            try:
+                with map_aws_errors(queue_url=self._url):
+                    response = await call_with_retry(
+                        policy,
+                        self._client.receive_message,
+                        QueueUrl=self._url,
+                        MaxNumberOfMessages=_BATCH,
+                        WaitTimeSeconds=config.wait_time_seconds,
+                        VisibilityTimeout=config.visibility_timeout,
+                    )
+            except FanoutError:
+                raise
+            except Exception as exc:
+                raise TrackingError(f"receiving from {self._url} kept failing: {exc}") from exc
+            self._counts["receive_calls"] += 1
+            for message in response.get("Messages") or ():
+                await self._handle(message)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        self._counts["received"] += 1
+        receipt = Receipt(self, message.get("MessageId", ""), message["ReceiptHandle"], self._clock())
+        self._holding[receipt.receipt_handle] = receipt
+        result = parse_message(message.get("Body", ""))
+        if isinstance(result, Malformed):
+            self._counts["malformed"] += 1
+            log.warning("deleting malformed notification message %s: %s", receipt.message_id, result.reason)
+            receipt.delete()
+            return
+        if isinstance(result, Ignored):
+            self._counts["ignored"] += 1
+            log.debug("deleting message %s: %s", receipt.message_id, result.reason)
+            receipt.delete()
+            return
+        self._counts["parsed"] += 1
+        try:
+            await self._handler(result.notification, receipt)
+        except FanoutError:
+            raise
+        except Exception:
+            self._counts["handler_errors"] += 1
+            log.exception("handling message %s failed; it will be delivered again", receipt.message_id)
+            if not receipt.done:
+                self._holding.pop(receipt.receipt_handle, None)
+                receipt.done = True
+
+    def _finish(self, receipt: Receipt, *, delete: bool) -> None:
+        if receipt.done:
+            return
+        receipt.done = True
+        self._holding.pop(receipt.receipt_handle, None)
+        if delete:
+            self._deletes.put(receipt)
+            return
+        self._counts["left"] += 1
+        if receipt.message_id in self._left:
+            return
+        self._left[receipt.message_id] = None
+        if len(self._left) > _REMEMBER_LEFT:
+            self._left.popitem(last=False)
+        self._releases.put(receipt)
+
+    async def _delete_batch(self, batch: list[Receipt]) -> None:
+        with map_aws_errors(queue_url=self._url):
+            response = await call_with_retry(
+                retrying(attempts=5),
+                self._client.delete_message_batch,
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "ReceiptHandle": r.receipt_handle} for i, r in enumerate(batch)],
+            )
+        failed = response.get("Failed") or []
+        self._counts["deleted"] += len(batch) - len(failed)
+        if failed:
+            # The message comes back later and is then recognised as a duplicate.
+            self._counts["delete_failures"] += len(failed)
+            log.debug("%d deletes failed: %s", len(failed), [f.get("Code") for f in failed])
+
+    async def _release_batch(self, batch: list[Receipt]) -> None:
+        await self._change_visibility(batch, 0)
+        self._counts["released"] += len(batch)
+
+    async def _change_visibility(self, batch: list[Receipt], timeout: int) -> None:
+        with map_aws_errors(queue_url=self._url):
+            await call_with_retry(
+                retrying(attempts=3),
+                self._client.change_message_visibility_batch,
+                QueueUrl=self._url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": timeout}
+                    for i, r in enumerate(batch)
+                ],
+            )
+
+    async def _heartbeat(self) -> None:
+        timeout = self.config.visibility_timeout
+        period = max(timeout / 4, 0.25)
+        while True:
+            await anyio.sleep(period)
+            now = self._clock()
+            due = [r for r in self._holding.values() if now - r.extended_at >= timeout / 2]
+            for start in range(0, len(due), _BATCH):
+                batch = due[start : start + _BATCH]
+                try:
+                    await self._change_visibility(batch, timeout)
+                except FanoutError:
+                    raise
+                except Exception:
+                    log.warning("could not extend the visibility of %d messages", len(batch), exc_info=True)
+                    continue
+                for receipt in batch:
+                    receipt.extended_at = now
+                self._counts["extended"] += len(batch)
