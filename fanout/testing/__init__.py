@@ -1,0 +1,56 @@
+"""Test helpers for fanout: a local SageMaker Async Inference emulator (with S3, SQS and SNS).
+
+``async with open_emulator(config) as emu:`` runs a real aiohttp server on 127.0.0.1 that speaks
+sagemaker-runtime ``InvokeEndpointAsync``, an S3 subset, an SQS subset and SNS delivery into SQS, on
+one port, with fault injection and counters. ``emu.env`` holds the variables that point the standard
+AWS chain at it. ``fanout emulate`` (or ``python -m fanout.testing``) serves ``default_config()``.
+"""
+
+from ._emu_config import (
+    Distribution,
+    EmulatorConfig,
+    EndpointConfig,
+    FaultConfig,
+    Model,
+    ModelResult,
+    NotificationFaults,
+    QueueConfig,
+    SubscriptionConfig,
+    ThrottleConfig,
+    TopicConfig,
+    config_from_dict,
+    default_config,
+    default_model,
+    faults_from_dict,
+    load_config,
+)
+from ._s3 import S3Store
+from ._server import Emulator, open_emulator, run_emulator_process, serve
+from ._sns import SnsHub
+from ._sqs import SqsStore
+
+__all__ = [
+    "Distribution",
+    "Emulator",
+    "EmulatorConfig",
+    "EndpointConfig",
+    "FaultConfig",
+    "Model",
+    "ModelResult",
+    "NotificationFaults",
+    "QueueConfig",
+    "S3Store",
+    "SnsHub",
+    "SqsStore",
+    "SubscriptionConfig",
+    "ThrottleConfig",
+    "TopicConfig",
+    "config_from_dict",
+    "default_config",
+    "default_model",
+    "faults_from_dict",
+    "load_config",
+    "open_emulator",
+    "run_emulator_process",
+    "serve",
+]

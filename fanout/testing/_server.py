@@ -1,0 +1,521 @@
+"""The emulator's HTTP server: one aiohttp app on 127.0.0.1, one port for every service.
+
+A request is routed by the service in its SigV4 credential scope (``Authorization`` header, or
+``X-Amz-Credential`` in the query): ``sagemaker``, ``s3``, ``sqs`` or ``sns``. Before the service's
+handler runs, the dispatcher applies the configured faults (latency, throttling, 5xx, a dropped
+connection), and afterwards it counts the request by ``service.Operation`` and outcome. ``/_fanout/``
+paths are the emulator's own: ``GET /_fanout/stats`` and ``PUT /_fanout/faults``.
+
+``open_emulator`` runs it in-process; ``serve`` is ``fanout emulate``; ``run_emulator_process``
+starts ``python -m fanout.testing`` in a subprocess (optionally pinned to one CPU) for benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, Final
+from xml.sax.saxutils import escape
+
+import anyio
+from aiohttp import web
+
+from .._exceptions import ConfigError
+from ._emu_config import (
+    EmulatorConfig,
+    EndpointConfig,
+    FaultConfig,
+    default_config,
+    faults_from_dict,
+    load_config,
+)
+from ._faults import FaultInjector, NotificationFaultInjector
+from ._s3 import S3Store, s3_operation
+from ._sagemaker import SageMakerRuntime, json_error
+from ._sns import SnsHub, sns_operation
+from ._sqs import SqsStore, sqs_operation
+
+__all__ = ["ENV_NAMES", "Emulator", "open_emulator", "run_emulator_process", "serve"]
+
+ACCESS_KEY_ID: Final = "AKIDFANOUTEMULATOR"
+SECRET_ACCESS_KEY: Final = "fanout-emulator-secret"
+# botocore reads the region only from AWS_DEFAULT_REGION (AWS_REGION is for the other SDKs), so both
+# are exported: a plain aiobotocore script must work with nothing else set
+ENV_NAMES: Final = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "FANOUT_ENDPOINT",
+    "FANOUT_QUEUE_URL",
+    "FANOUT_STAGING",
+)
+# S3 objects staged through the emulator may be large (the service allows 1 GB)
+_MAX_REQUEST_BYTES: Final = 1 << 30
+_SHUTDOWN_TIMEOUT: Final = 0.25
+READY_LINE: Final = "# fanout emulator ready"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _service_of(request: web.Request) -> str | None:
+    """The service of the SigV4 credential scope ``AKID/date/region/service/aws4_request``."""
+    auth = request.headers.get("Authorization")
+    if auth:
+        start = auth.find("Credential=")
+        if start >= 0:
+            end = auth.find(",", start)
+            scope = auth[start + 11 : end if end >= 0 else None].split("/")
+            return scope[3] if len(scope) >= 5 else None
+        return None
+    credential = request.query.get("X-Amz-Credential")
+    if credential:
+        scope = credential.split("/")
+        return scope[3] if len(scope) >= 5 else None
+    return None
+
+
+def _sagemaker_operation(request: web.Request) -> str:
+    path = request.path
+    if request.method == "POST" and path.startswith("/endpoints/") and path.endswith("/async-invocations"):
+        return "InvokeEndpointAsync"
+    return "Unknown"
+
+
+def _fault_response(service: str, status: int, throttle: bool) -> web.Response:
+    """A fault in the error shape of the service's protocol."""
+    request_id = str(uuid.uuid4())
+    if service == "sagemaker":
+        if throttle:
+            return json_error(400, "ThrottlingException", None)
+        code = "InternalFailure" if status == 500 else "ServiceUnavailable"
+        return json_error(
+            status, code, "An internal error occurred." if status == 500 else "Service unavailable."
+        )
+    if service == "sqs":
+        code = (
+            "ThrottlingException"
+            if throttle
+            else ("InternalFailure" if status == 500 else "ServiceUnavailable")
+        )
+        return web.Response(
+            status=status,
+            body=json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": "Rate exceeded"}).encode(),
+            content_type="application/x-amz-json-1.0",
+            headers={
+                "x-amzn-query-error": f"{code};{'Sender' if throttle else 'Receiver'}",
+                "x-amzn-RequestId": request_id,
+            },
+        )
+    if service == "s3":
+        # S3 throttles with 503 SlowDown
+        code = "SlowDown" if throttle else ("InternalError" if status == 500 else "ServiceUnavailable")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{escape('Please reduce your request rate.')}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        )
+        return web.Response(
+            status=503 if throttle else status,
+            body=body.encode(),
+            content_type="application/xml",
+            headers={"x-amz-request-id": request_id},
+        )
+    code = "Throttling" if throttle else ("InternalError" if status == 500 else "ServiceUnavailable")
+    body = (
+        '<ErrorResponse xmlns="https://sns.amazonaws.com/doc/2010-03-31/"><Error>'
+        f"<Type>{'Sender' if throttle else 'Receiver'}</Type><Code>{code}</Code>"
+        "<Message>Rate exceeded</Message>"
+        f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return web.Response(
+        status=status, body=body.encode(), content_type="text/xml", headers={"x-amzn-RequestId": request_id}
+    )
+
+
+def _outcome(response: web.StreamResponse) -> str:
+    if response.status < 400:
+        return "ok"
+    headers = response.headers
+    code = headers.get("x-amzn-ErrorType")
+    if code is None:
+        query_error = headers.get("x-amzn-query-error")
+        code = query_error.split(";", 1)[0] if query_error else None
+    return code.split(":", 1)[0] if code else str(response.status)
+
+
+class Emulator:
+    """A running emulator: the stores, the SageMaker runtime, faults, counters and the env vars.
+
+    Build it through ``open_emulator``; it is ready (and ``endpoint_url`` set) inside the block.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.seed = config.seed if config.seed is not None else random.SystemRandom().randrange(1 << 32)
+        region, account_id = config.region, config.account_id
+        self.endpoint_url = ""
+        self.s3 = S3Store(region=region, account_id=account_id)
+        self.sqs = SqsStore(region=region, account_id=account_id, base_url=lambda: self.endpoint_url)
+        self.sns = SnsHub(region=region, account_id=account_id, sqs=self.sqs)
+        self._request_faults = FaultInjector(config.faults, seed=self.seed)
+        self._notification_faults = NotificationFaultInjector(
+            config.faults.notifications, self.sns.deliver, seed=self.seed
+        )
+        self.sns.deliver = self._notification_faults
+        self.runtime = SageMakerRuntime(
+            region=region,
+            account_id=account_id,
+            s3=self.s3,
+            sns=self.sns,
+            seed=self.seed,
+            time_scale=config.time_scale,
+        )
+        self._requests: dict[str, dict[str, int]] = {}
+        self._handlers: dict[str, Handler] = {
+            "sagemaker": self.runtime.handle,
+            "s3": self.s3.handle,
+            "sqs": self.sqs.handle,
+            "sns": self.sns.handle,
+        }
+        self._operations: dict[str, Callable[[web.Request], str]] = {
+            "sagemaker": _sagemaker_operation,
+            "s3": s3_operation,
+            "sqs": sqs_operation,
+            "sns": sns_operation,
+        }
+        self._declare(config)
+        self.app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    def _declare(self, config: EmulatorConfig) -> None:
+        for bucket in config.buckets:
+            self.s3.create_bucket(bucket)
+        for queue in config.queues:
+            self.sqs.create_queue(queue.name, dict(queue.attributes))
+        for topic in config.topics:
+            arn = self.sns.create_topic(topic.name)
+            for subscription in topic.subscriptions:
+                self.sns.subscribe(arn, self.sqs.queue_arn(subscription.queue), raw=subscription.raw)
+        for endpoint in config.endpoints:
+            self.runtime.create_endpoint(endpoint)
+
+    # ----------------------------------------------------------------------------------------------
+    # public API
+
+    def create_endpoint(self, endpoint: EndpointConfig) -> None:
+        """Add an endpoint while running; sends its TestNotification. Its buckets must exist;
+        its topics are created when missing (creating a topic is idempotent)."""
+        for path in (endpoint.s3_output_path, endpoint.s3_failure_path):
+            bucket = path.removeprefix("s3://").partition("/")[0] if path else None
+            if bucket is not None and not self.s3.bucket_exists(bucket):
+                raise ConfigError(f"endpoint {endpoint.name!r}: bucket {bucket!r} does not exist")
+        for topic in (endpoint.success_topic, endpoint.error_topic):
+            if topic is not None:
+                self.sns.create_topic(topic)
+        if endpoint.name in self.runtime.endpoint_names():
+            raise ConfigError(f"endpoint {endpoint.name!r} already exists")
+        self.runtime.create_endpoint(endpoint)
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        """Replace the faults at run time (throttle buckets start full again)."""
+        self._request_faults.set(faults)
+        self._notification_faults.set(faults.notifications)
+
+    @property
+    def faults(self) -> FaultConfig:
+        return self._request_faults.faults
+
+    def queue_url(self, name: str) -> str:
+        return self.sqs.queue_url(name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The ``export`` variables: the AWS chain pointed here, and the default endpoint, queue, staging."""
+        env = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": self.config.region,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        }
+        if self.config.endpoints:
+            endpoint = self.config.endpoints[0]
+            env["FANOUT_ENDPOINT"] = endpoint.name
+            queue = self._notification_queue(endpoint)
+            if queue is not None:
+                env["FANOUT_QUEUE_URL"] = self.sqs.queue_url(queue)
+        if self.config.staging is not None:
+            env["FANOUT_STAGING"] = self.config.staging
+        return env
+
+    def _notification_queue(self, endpoint: EndpointConfig) -> str | None:
+        for topic in self.config.topics:
+            if topic.name in (endpoint.success_topic, endpoint.error_topic) and topic.subscriptions:
+                return topic.subscriptions[0].queue
+        return self.config.queues[0].name if self.config.queues else None
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, as ``GET /_fanout/stats`` returns them."""
+        runtime = self.runtime.statistics()
+        notifications = self._notification_faults.statistics()
+        return {
+            "seed": self.seed,
+            "requests": {key: dict(outcomes) for key, outcomes in self._requests.items()},
+            "invocations": runtime["invocations"],
+            "duplicate_inference_ids": runtime["duplicate_inference_ids"],
+            "endpoints": runtime["endpoints"],
+            "notifications": {"published": self.runtime.published, **notifications},
+            "queues": self.sqs.statistics(),
+            "s3": self.s3.statistics(),
+            "sns": self.sns.statistics(),
+            "faults": self._request_faults.statistics(),
+        }
+
+    # ----------------------------------------------------------------------------------------------
+    # the dispatcher
+
+    def _count(self, key: str, outcome: str) -> None:
+        outcomes = self._requests.get(key)
+        if outcomes is None:
+            outcomes = self._requests[key] = {}
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/_fanout/"):
+            return await self._control(request)
+        service = _service_of(request)
+        handler = self._handlers.get(service or "")
+        if service is None or handler is None:
+            return json_error(
+                400,
+                "IncompleteSignature",
+                f"No SigV4 credential scope names a known service (got {service!r}).",
+            )
+        if service == "sns":
+            await request.read()  # the SNS action is in the form body
+        operation = self._operations[service](request)
+        key = f"{service}.{operation}"
+        faults = self._request_faults
+        delay = faults.latency(service, operation)
+        if delay > 0:
+            await anyio.sleep(delay)
+        scope = (
+            request.path.split("/", 3)[2]
+            if service == "sagemaker" and request.path.count("/") >= 2
+            else service
+        )
+        action, status = faults.decide(service, operation, scope)
+        if action == "drop":
+            self._count(key, "dropped")
+            return await self._drop(request)
+        if action != "pass":
+            response: web.StreamResponse = _fault_response(service, status, action == "throttle")
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException:
+                raise
+            except Exception as exc:
+                self._count(key, "exception")
+                return (
+                    _fault_response(service, 500, False)
+                    if service != "sagemaker"
+                    else json_error(
+                        500, "InternalFailure", f"The emulator failed: {type(exc).__name__}: {exc}"
+                    )
+                )
+        self._count(key, _outcome(response))
+        return response
+
+    async def _drop(self, request: web.Request) -> web.StreamResponse:
+        """Close the connection without answering; the client sees it reset."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        # aiohttp writes nothing to an aborted transport; this response never leaves
+        raise web.HTTPInternalServerError()
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/_fanout/stats" and request.method == "GET":
+            return web.json_response(self.stats())
+        if request.path == "/_fanout/faults" and request.method in ("PUT", "POST"):
+            try:
+                data = await request.json()
+                faults = faults_from_dict(data if isinstance(data, Mapping) else {"": data})
+            except (ValueError, ConfigError) as exc:
+                return web.json_response({"message": str(exc)}, status=400)
+            self.set_faults(faults)
+            return web.json_response({"message": "faults updated"})
+        return web.json_response(
+            {"message": f"unknown emulator path {request.method} {request.path}"}, status=404
+        )
+
+    def _close(self) -> None:
+        self._notification_faults.close()
+
+
+@asynccontextmanager
+async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) -> AsyncIterator[Emulator]:
+    """Start the emulator on 127.0.0.1 (``port=0``: any free port); everything stops on exit.
+
+    The workers run in a task group owned by this block. An exception raised in the block comes
+    out as itself, not wrapped in an exception group.
+    """
+    emu = Emulator(config if config is not None else default_config())
+    runner = web.AppRunner(emu.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    raised: BaseException | None = None
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        emu.endpoint_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with anyio.create_task_group() as tg:
+            await tg.start(emu.runtime.run)
+            try:
+                yield emu
+            except BaseException as exc:
+                raised = exc
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            emu._close()
+            await runner.cleanup()
+    if raised is not None:
+        raise raised
+
+
+# --------------------------------------------------------------------------------------------------
+# `fanout emulate` and the subprocess helper
+
+
+def _describe(config: EmulatorConfig) -> list[str]:
+    lines = [
+        f"endpoint {e.name}: outputs {e.s3_output_path}, failures {e.s3_failure_path}, "
+        f"success topic {e.success_topic}, error topic {e.error_topic}, "
+        f"{e.instance_count} x {e.max_concurrent_invocations_per_instance} workers"
+        for e in config.endpoints
+    ]
+    lines.extend(
+        f"topic {topic.name} -> queue {sub.queue} ({'raw' if sub.raw else 'SNS envelope'})"
+        for topic in config.topics
+        for sub in topic.subscriptions
+    )
+    if config.staging:
+        lines.append(f"staging {config.staging}")
+    return lines
+
+
+async def _serve(config: EmulatorConfig, port: int) -> int:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_emulator(config, port=port) as emu:
+            for name, value in emu.env.items():
+                print(f"export {name}={shlex.quote(value)}")
+            print(READY_LINE)
+            sys.stdout.flush()
+            print(f"fanout emulator listening on {emu.endpoint_url} (seed {emu.seed})", file=sys.stderr)
+            for line in _describe(config):
+                print(f"  {line}", file=sys.stderr)
+            print("press Ctrl-C to stop", file=sys.stderr)
+            sys.stderr.flush()
+            async for _ in signals:
+                break
+    return 0
+
+
+def serve(*, port: int = 0, config_path: str | None = None) -> int:
+    """``fanout emulate``: print the export lines, serve until SIGINT/SIGTERM; 0, or 2 for a bad config."""
+    try:
+        config = load_config(config_path) if config_path else default_config()
+    except ConfigError as exc:
+        print(f"fanout emulate: invalid emulator config: {exc}", file=sys.stderr)
+        return 2
+    options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        options["use_uvloop"] = True
+    try:
+        return anyio.run(_serve, config, port, backend="asyncio", backend_options=options)
+    except OSError as exc:
+        print(f"fanout emulate: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+@contextmanager
+def run_emulator_process(
+    config_path: str | Path | None = None, *, cpu: int | None = None, port: int = 0, timeout: float = 30.0
+) -> Iterator[dict[str, str]]:
+    """Run ``python -m fanout.testing`` in a subprocess (pinned to ``cpu`` when given) and yield its env.
+
+    The env dict holds the variables of its ``export`` lines. The process gets SIGINT on exit.
+    """
+    command = [sys.executable, "-m", "fanout.testing", "--port", str(port)]
+    if config_path is not None:
+        command += ["--config", str(config_path)]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            if cpu is not None and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(process.pid, {cpu})
+            assert process.stdout is not None
+            env = _read_exports(process, process.stdout.fileno(), timeout)
+            if env is None:
+                process.kill()
+                process.wait()
+                stderr.seek(0)
+                detail = stderr.read().decode(errors="replace").strip()
+                raise RuntimeError(f"the emulator did not start (exit code {process.returncode}): {detail}")
+            yield env
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _read_exports(process: subprocess.Popen[bytes], fd: int, timeout: float) -> dict[str, str] | None:
+    """The variables of the export lines, once the ready line follows them; None if it never does."""
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    env: dict[str, str] = {}
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            text = line.decode().strip()
+            if text == READY_LINE:
+                return env
+            if text.startswith("export ") and "=" in text:
+                name, _, value = text.removeprefix("export ").partition("=")
+                env[name] = shlex.split(value)[0] if value else ""
+    return None

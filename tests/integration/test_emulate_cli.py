@@ -1,0 +1,183 @@
+"""``python -m fanout.testing`` (what ``fanout emulate`` runs): export lines that a plain aiobotocore
+script can use with no other configuration, a clean stop on SIGINT, and clear errors for a bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fanout.testing import run_emulator_process
+from fanout.testing._server import ENV_NAMES, READY_LINE
+
+SCRIPT = r"""
+import asyncio, hashlib, json, os
+from aiobotocore.session import get_session
+
+async def main():
+    session = get_session()
+    endpoint = os.environ["FANOUT_ENDPOINT"]
+    queue_url = os.environ["FANOUT_QUEUE_URL"]
+    bucket, _, prefix = os.environ["FANOUT_STAGING"].removeprefix("s3://").partition("/")
+    report = {"errors": {}}
+    async with session.create_client("sagemaker-runtime") as runtime, \
+            session.create_client("sqs") as sqs, session.create_client("s3") as s3:
+        inline_body = b'{"row": 1}'
+        staged_body = b'{"row": 2}'
+        await s3.put_object(Bucket=bucket, Key=f"{prefix}/row-2.json", Body=staged_body)
+        replies = {
+            "inline": await runtime.invoke_endpoint_async(
+                EndpointName=endpoint, Body=inline_body, ContentType="application/json",
+                InferenceId="inline"),
+            "s3": await runtime.invoke_endpoint_async(
+                EndpointName=endpoint, InputLocation=f"s3://{bucket}/{prefix}/row-2.json", InferenceId="s3"),
+        }
+        results = {}
+        for _ in range(20):
+            if len(results) == 2:
+                break
+            reply = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for message in reply.get("Messages", []):
+                await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                notification = json.loads(json.loads(message["Body"])["Message"])
+                if notification.get("invocationStatus") == "Completed":
+                    location = notification["responseParameters"]["outputLocation"]
+                    out_bucket, _, key = location.removeprefix("s3://").partition("/")
+                    output = await s3.get_object(Bucket=out_bucket, Key=key)
+                    results[notification["inferenceId"]] = {
+                        "location": location,
+                        "output": json.loads(await output["Body"].read()),
+                    }
+        report["results"] = results
+        report["locations"] = {k: r["OutputLocation"] for k, r in replies.items()}
+        report["expected"] = {
+            "inline": {"sha256": hashlib.sha256(inline_body).hexdigest(), "bytes": len(inline_body)},
+            "s3": {"sha256": hashlib.sha256(staged_body).hexdigest(), "bytes": len(staged_body)},
+        }
+        cases = {
+            "too_large": {"Body": b"x" * 128_001},
+            "both": {"Body": b"{}", "InputLocation": f"s3://{bucket}/{prefix}/row-2.json"},
+            "neither": {},
+            "unknown_endpoint": {"Body": b"{}", "EndpointName": "no-such-endpoint"},
+            "missing_input": {"InputLocation": f"s3://{bucket}/{prefix}/absent.json"},
+        }
+        for name, params in cases.items():
+            try:
+                await runtime.invoke_endpoint_async(**{"EndpointName": endpoint, **params})
+            except runtime.exceptions.ValidationError as exc:
+                report["errors"][name] = [exc.response["ResponseMetadata"]["HTTPStatusCode"],
+                                          exc.response["Error"]["Message"]]
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def start_emulator(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fanout.testing", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    env: dict[str, str] = {}
+    for line in process.stdout:  # bounded: the emulator prints the ready line right after the exports
+        line = line.strip()
+        if line == READY_LINE:
+            break
+        assert line.startswith("export "), line
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    return process, env
+
+
+def test_export_lines_drive_a_plain_aiobotocore_script(tmp_path: Path) -> None:
+    process, exports = start_emulator("--port", "0")
+    try:
+        assert list(exports) == list(ENV_NAMES)
+        assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        assert exports["FANOUT_ENDPOINT"] == "fanout-demo"
+        assert (
+            exports["FANOUT_QUEUE_URL"] == f"{exports['AWS_ENDPOINT_URL']}/123456789012/fanout-notifications"
+        )
+        assert exports["FANOUT_STAGING"] == "s3://fanout-staging/inputs"
+        script = tmp_path / "client.py"
+        script.write_text(SCRIPT)
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, **exports},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert set(report["results"]) == {"inline", "s3"}
+        for name in ("inline", "s3"):
+            assert report["results"][name]["output"] == report["expected"][name]
+            assert report["results"][name]["location"] == report["locations"][name]
+        errors = report["errors"]
+        assert set(errors) == {"too_large", "both", "neither", "unknown_endpoint", "missing_input"}
+        assert all(status == 400 for status, _ in errors.values())
+        assert "Member must have length less than or equal to 128000" in errors["too_large"][1]
+        assert "has both" in errors["both"][1]
+        assert "has neither" in errors["neither"][1]
+        assert errors["unknown_endpoint"][1] == "Endpoint no-such-endpoint of account 123456789012 not found."
+        assert "absent.json" in errors["missing_input"][1]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert "fanout emulator listening on" in stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"colour": "red"}', "colour: unknown key"),
+        (
+            '{"faults": {"notifications": {"loss_rate": -0.1}}}',
+            "faults.notifications.loss_rate: must be between 0 and 1, got -0.1",
+        ),
+        ("{broken", "is not valid json"),
+    ],
+)
+def test_a_bad_config_fails_at_start_with_a_clear_message(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "emu.json"
+    config.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "fanout.testing", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "fanout emulate: invalid emulator config" in result.stderr
+    assert message in result.stderr
+
+
+def test_a_config_file_and_the_subprocess_helper(tmp_path: Path) -> None:
+    config = tmp_path / "emu.toml"
+    config.write_text(
+        'seed = 1\nbuckets = ["out"]\nqueues = ["done"]\n'
+        '[[topics]]\nname = "t"\nsubscriptions = [{queue = "done", raw = true}]\n'
+        '[[endpoints]]\nname = "scorer"\ns3_output_path = "s3://out/r"\nsuccess_topic = "t"\n'
+    )
+    with run_emulator_process(config, cpu=0) as env:
+        assert env["FANOUT_ENDPOINT"] == "scorer"
+        assert env["FANOUT_QUEUE_URL"].endswith("/123456789012/done")
+        assert "FANOUT_STAGING" not in env
+        with urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/_fanout/stats", timeout=10) as response:
+            stats = json.load(response)
+        assert stats["seed"] == 1
+        assert stats["queues"]["done"]["sent"] == 1  # the TestNotification

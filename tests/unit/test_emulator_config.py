@@ -1,0 +1,320 @@
+"""The emulator's configuration: defaults, strict loading, and clear messages for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, strategies as st
+
+from fanout import ConfigError
+from fanout.testing import (
+    Distribution,
+    EmulatorConfig,
+    EndpointConfig,
+    FaultConfig,
+    ModelResult,
+    NotificationFaults,
+    QueueConfig,
+    SubscriptionConfig,
+    ThrottleConfig,
+    TopicConfig,
+    config_from_dict,
+    default_config,
+    default_model,
+    faults_from_dict,
+    load_config,
+)
+from fanout.testing._faults import FaultInjector, NotificationFaultInjector, TokenBucket
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    import fanout.testing
+
+    assert fanout.testing.__all__ == sorted(fanout.testing.__all__)
+    assert all(hasattr(fanout.testing, name) for name in fanout.testing.__all__)
+
+
+def test_default_config_declares_what_the_contract_names() -> None:
+    config = default_config()
+    (endpoint,) = config.endpoints
+    assert endpoint.name == "fanout-demo"
+    assert endpoint.s3_output_path == "s3://fanout-output/results"
+    assert endpoint.s3_failure_path == "s3://fanout-output/failures"
+    assert set(endpoint.include_inference_response_in) == {
+        "SUCCESS_NOTIFICATION_TOPIC",
+        "ERROR_NOTIFICATION_TOPIC",
+    }
+    assert endpoint.workers >= 64
+    assert config.staging == "s3://fanout-staging/inputs"
+    assert {"fanout-output", "fanout-staging"} <= set(config.buckets)
+    assert [q.name for q in config.queues] == ["fanout-notifications"]
+    topics = {t.name: t for t in config.topics}
+    for name in (endpoint.success_topic, endpoint.error_topic):
+        assert name is not None
+        assert topics[name].subscriptions == (SubscriptionConfig("fanout-notifications", raw=False),)
+    assert config.account_id == "123456789012"
+    assert config.time_scale == 1.0
+
+
+def _minimal(**extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "buckets": ["out"],
+        "queues": ["q"],
+        "topics": [{"name": "done", "subscriptions": [{"queue": "q", "raw": True}]}],
+        "endpoints": [
+            {
+                "name": "ep",
+                "s3_output_path": "s3://out/results",
+                "success_topic": "done",
+                "service_time": {"kind": "uniform", "low_ms": 1, "high_ms": 2},
+            }
+        ],
+    }
+    data.update(extra)
+    return data
+
+
+def test_a_dict_loads_into_dataclasses() -> None:
+    config = config_from_dict(
+        _minimal(
+            seed=7,
+            time_scale=0.01,
+            faults={
+                "throttle": {"rate": 5, "burst": 2, "per_endpoint": True},
+                "error_rate": 0.1,
+                "error_statuses": [503],
+                "targets": ["sagemaker", "sqs.ReceiveMessage"],
+                "latency": {"sqs": 3, "s3.GetObject": {"kind": "exponential", "mean_ms": 2}},
+                "notifications": {"duplicate_rate": 0.1, "delay": {"kind": "constant", "ms": 5}},
+            },
+        )
+    )
+    assert config.seed == 7
+    assert config.topics == (TopicConfig("done", (SubscriptionConfig("q", raw=True),)),)
+    assert config.queues == (QueueConfig("q"),)
+    assert config.endpoints[0].service_time == Distribution("uniform", low_ms=1, high_ms=2)
+    assert config.endpoints[0].model is default_model
+    assert config.faults.throttle == ThrottleConfig(rate=5, burst=2, per_endpoint=True)
+    assert config.faults.error_statuses == (503,)
+    assert config.faults.latency["sqs"] == Distribution("constant", ms=3)
+    assert config.faults.latency["s3.GetObject"] == Distribution("exponential", mean_ms=2)
+    assert config.faults.notifications.delay == Distribution("constant", ms=5)
+
+
+def test_json_and_toml_files_load(tmp_path: Path) -> None:
+    as_json = tmp_path / "emu.json"
+    as_json.write_text(json.dumps(_minimal(seed=3)))
+    as_toml = tmp_path / "emu.toml"
+    as_toml.write_text(
+        'seed = 3\nbuckets = ["out"]\nqueues = ["q"]\n'
+        '[[topics]]\nname = "done"\nsubscriptions = [{queue = "q", raw = true}]\n'
+        '[[endpoints]]\nname = "ep"\ns3_output_path = "s3://out/results"\nsuccess_topic = "done"\n'
+        'service_time = {kind = "uniform", low_ms = 1, high_ms = 2}\n'
+    )
+    assert load_config(as_json) == load_config(as_toml) == config_from_dict(_minimal(seed=3))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"faults": {"notifications": {"loss_rate": -0.1}}},
+            "faults.notifications.loss_rate: must be between 0 and 1, got -0.1",
+        ),
+        ({"faults": {"error_rate": 1.5}}, "faults.error_rate: must be between 0 and 1, got 1.5"),
+        ({"faults": {"throttle": {"rate": -5}}}, "faults.throttle.rate: must be a number > 0, got -5"),
+        ({"faults": {"throttle": {"rate": 5, "burst": 0.5}}}, "faults.throttle.burst: must be a number >= 1"),
+        ({"faults": {"error_statuses": [502]}}, "faults.error_statuses: must be a non-empty list of 500"),
+        ({"faults": {"targets": ["dynamodb"]}}, "faults.targets: must be a service"),
+        ({"faults": {"latency": {"sqs": -3}}}, "faults.latency.sqs.ms: must be a number >= 0, got -3"),
+        ({"faults": {"bogus": 1}}, "faults.bogus: unknown key (allowed: throttle, error_rate"),
+        ({"colour": "red"}, "colour: unknown key (allowed: region,"),
+        ({"time_scale": 0}, "time_scale: must be a number > 0, got 0"),
+        ({"region": "mars"}, "region: must be an AWS region"),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "instances": 2}]},
+            "endpoints[0].instances",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "instance_count": 0}]},
+            "endpoints[0].instance_count: must be an integer between 1 and 1000, got 0",
+        ),
+        (
+            {"endpoints": [{"name": "-bad", "s3_output_path": "s3://out/r"}]},
+            "endpoints[0].name: must be an endpoint name",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://missing/r"}]},
+            "endpoints[0].s3_output_path: names an undeclared bucket (declared: out), got 'missing'",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "error_topic": "nope"}]},
+            "endpoints[0].error_topic: names an undeclared topic",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "model": "no_such_module:f"}]},
+            "endpoints[0].model: cannot import 'no_such_module:f'",
+        ),
+        (
+            {
+                "endpoints": [
+                    {"name": "ep", "s3_output_path": "s3://out/r", "service_time": {"kind": "gamma"}}
+                ]
+            },
+            "endpoints[0].service_time.kind: must be one of constant, uniform",
+        ),
+        (
+            {
+                "endpoints": [
+                    {
+                        "name": "ep",
+                        "s3_output_path": "s3://out/r",
+                        "service_time": {"kind": "uniform", "ms": 3},
+                    }
+                ]
+            },
+            "endpoints[0].service_time.ms: unknown key for a uniform distribution "
+            "(allowed: kind, low_ms, high_ms)",
+        ),
+        (
+            {"topics": [{"name": "t", "subscriptions": [{"queue": "nope"}]}]},
+            "topics[0].subscriptions[0].queue: names an undeclared queue (declared: none)",
+        ),
+        ({"queues": ["q", "q"]}, "queues[1].name: is declared twice"),
+        ({"staging": "http://x"}, "staging: must be an S3 URI"),
+        ({"buckets": "out"}, "buckets: must be a list"),
+    ],
+)
+def test_bad_config_names_the_key_path_and_value(data: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"buckets": ["out"]}
+    base.update(data)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(base)
+    assert message in str(info.value)
+
+
+def test_bad_files_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read emulator config"):
+        load_config(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid json"):
+        load_config(broken)
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    with pytest.raises(ConfigError, match="must hold an object"):
+        load_config(listed)
+
+
+def test_dataclasses_validate_when_built_directly() -> None:
+    with pytest.raises(ConfigError, match=r"loss_rate: must be between 0 and 1, got -0\.1"):
+        NotificationFaults(loss_rate=-0.1)
+    with pytest.raises(ConfigError, match="drop_connection_rate"):
+        FaultConfig(drop_connection_rate=2)
+    with pytest.raises(ConfigError, match="high_ms: must be >= low_ms"):
+        Distribution("uniform", low_ms=5, high_ms=1)
+    with pytest.raises(ConfigError, match="include_inference_response_in"):
+        EndpointConfig(name="ep", s3_output_path="s3://out/r", include_inference_response_in=("BOTH",))
+    with pytest.raises(ConfigError, match="s3_output_path: must be an S3 URI"):
+        EndpointConfig(name="ep", s3_output_path="out/r")
+    with pytest.raises(ConfigError, match="account_id: must be 12 digits"):
+        EmulatorConfig(account_id="42")
+
+
+def test_faults_from_dict_matches_the_put_endpoint_shape() -> None:
+    faults = faults_from_dict({"drop_connection_rate": 0.5, "notifications": {"reorder_window_ms": 10}})
+    assert faults.drop_connection_rate == 0.5
+    assert faults.notifications.active
+    assert not FaultConfig().notifications.active
+
+
+def test_model_import_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_emu_model.py").write_text(
+        "from fanout.testing import ModelResult\n"
+        "async def echo(body, content_type, custom_attributes):\n"
+        "    return ModelResult.ok(body, content_type or 'application/octet-stream')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = config_from_dict(
+        _minimal() | {"endpoints": [{**_minimal()["endpoints"][0], "model": "my_emu_model:echo"}]}
+    )
+    result = anyio.run(config.endpoints[0].model, b"abc", "text/plain", None)
+    assert result == ModelResult.ok(b"abc", "text/plain")
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [
+        Distribution("constant", ms=3),
+        Distribution("uniform", low_ms=1, high_ms=4),
+        Distribution("normal", mean_ms=2, stddev_ms=5),
+        Distribution("lognormal", median_ms=2, sigma=1),
+        Distribution("exponential", mean_ms=2),
+    ],
+)
+@given(seed=st.integers(0, 2**32))
+def test_every_distribution_samples_non_negative_seconds(dist: Distribution, seed: int) -> None:
+    rng = random.Random(seed)
+    samples = [dist.sample(rng) for _ in range(20)]
+    assert all(s >= 0 for s in samples)
+    assert all(s <= 1.0 for s in samples) or dist.kind in ("lognormal", "exponential", "normal")
+
+
+def test_default_model_hashes_or_fails() -> None:
+    body = b'{"x": 1}'
+    result = anyio.run(default_model, body, "application/json", None)
+    assert not result.failed
+    assert json.loads(result.body) == {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+    failed = anyio.run(default_model, b'{"fail": true, "reason": "row 7"}', None, None)
+    assert failed.failed
+    assert failed.failure_reason is not None and "row 7" in failed.failure_reason
+    assert failed.body == failed.failure_reason.encode()
+    # "fail" must be exactly true, and only in an object
+    assert not anyio.run(default_model, b'{"fail": "yes"}', None, None).failed
+    assert not anyio.run(default_model, b"[true]", None, None).failed
+
+
+def test_token_bucket_allows_burst_then_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.1)  # one token refilled after 1/rate seconds
+    assert not bucket.take(0.1)
+
+
+def test_request_faults_are_reproducible_with_the_seed() -> None:
+    faults = FaultConfig(error_rate=0.3, drop_connection_rate=0.1)
+
+    def decisions(seed: int) -> list[tuple[str, int]]:
+        injector = FaultInjector(faults, seed=seed)
+        return [injector.decide("sagemaker", "InvokeEndpointAsync", "ep") for _ in range(200)]
+
+    assert decisions(1) == decisions(1)
+    assert decisions(1) != decisions(2)
+    outcomes = {action for action, _ in decisions(1)}
+    assert outcomes == {"pass", "error", "drop"}
+    injector = FaultInjector(faults, seed=1)
+    assert injector.decide("sqs", "ReceiveMessage", "sqs") == ("pass", 0)  # not a target
+
+
+def test_notification_faults_lose_malform_and_duplicate_without_a_loop() -> None:
+    delivered: list[str] = []
+    faults = NotificationFaults(loss_rate=0.2, malformed_rate=0.2, duplicate_rate=0.2)
+    injector = NotificationFaultInjector(faults, lambda q, body, attrs: delivered.append(body), seed=5)
+    for i in range(500):
+        injector("q", json.dumps({"n": i}), None)
+    stats = injector.statistics()
+    assert stats["lost"] > 0 and stats["malformed"] > 0 and stats["duplicated"] > 0
+    assert stats["delivered"] == len(delivered) == 500 - stats["lost"] + stats["duplicated"]
+    unparseable = 0
+    for body in delivered:
+        try:
+            json.loads(body)
+        except ValueError:
+            unparseable += 1
+    assert unparseable >= stats["malformed"]
