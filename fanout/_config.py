@@ -118,11 +118,7 @@ class RetryPolicy:
     adaptive: bool = True
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.attempts, bool)
-            or not isinstance(self.attempts, int)
-            or self.attempts < 1
-        ):
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
             raise ConfigError(f"attempts must be an integer of 1 or more, got {self.attempts!r}")
         _positive("timeout", self.timeout)
         _positive("wait_initial", self.wait_initial)
@@ -152,12 +148,9 @@ class Staging:
 
     def __post_init__(self) -> None:
         parse_s3_uri(self.location, what="staging location")
-        if self.expected_bucket_owner is not None and not re.fullmatch(
-            r"\d{12}", self.expected_bucket_owner
-        ):
+        if self.expected_bucket_owner is not None and not re.fullmatch(r"\d{12}", self.expected_bucket_owner):
             raise ConfigError(
-                f"expected_bucket_owner must be a 12-digit account id, "
-                f"got {self.expected_bucket_owner!r}"
+                f"expected_bucket_owner must be a 12-digit account id, got {self.expected_bucket_owner!r}"
             )
         if (
             isinstance(self.max_concurrency, bool)
@@ -191,16 +184,12 @@ class SqsTracking:
     """Added to RequestTTLSeconds + InvocationTimeoutSeconds to form each deadline."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.queue_url, str) or not self.queue_url.startswith(
-            ("https://", "http://")
-        ):
+        if not isinstance(self.queue_url, str) or not self.queue_url.startswith(("https://", "http://")):
             raise ConfigError(f"queue_url must be an SQS queue URL, got {self.queue_url!r}")
         if not 1 <= self.receivers <= 64:
             raise ConfigError(f"receivers must be between 1 and 64, got {self.receivers!r}")
         if not 0 <= self.wait_time_seconds <= 20:
-            raise ConfigError(
-                f"wait_time_seconds must be between 0 and 20, got {self.wait_time_seconds!r}"
-            )
+            raise ConfigError(f"wait_time_seconds must be between 0 and 20, got {self.wait_time_seconds!r}")
         if not 0 <= self.visibility_timeout <= 43_200:
             raise ConfigError(
                 f"visibility_timeout must be between 0 and 43200, got {self.visibility_timeout!r}"
