@@ -37,6 +37,13 @@ from ._models import (
     Submission as Submission,
     Succeeded as Succeeded,
 )
+from ._runner import (
+    Client as Client,
+    ClientStatistics as ClientStatistics,
+    Handle as Handle,
+    RunReport as RunReport,
+    open_client as open_client,
+)
 
 __version__ = "0.1.0"
 
@@ -45,12 +52,15 @@ __all__ = [
     "DEFAULT_RETRY",
     "MAX_INLINE_BODY_BYTES",
     "BucketNotFound",
+    "Client",
+    "ClientStatistics",
     "ConfigError",
     "CredentialsError",
     "EndpointNotFound",
     "Expired",
     "Failed",
     "FanoutError",
+    "Handle",
     "HybridTracking",
     "InferenceError",
     "InferenceExpired",
@@ -64,6 +74,7 @@ __all__ = [
     "QueueNotFound",
     "Rejected",
     "RetryPolicy",
+    "RunReport",
     "S3Tracking",
     "ServiceUnreachable",
     "SqsTracking",
@@ -72,4 +83,5 @@ __all__ = [
     "Submission",
     "Succeeded",
     "TrackingError",
+    "open_client",
 ]

@@ -1,0 +1,487 @@
+"""The ``fanout`` command: ``run``, ``emulate`` and ``demo``. Only the user interface lives here.
+
+Exit codes of ``fanout run`` (a contract, see the README):
+0 every request succeeded; 1 the run finished but some did not; 2 a usage or
+configuration error, nothing submitted; 3 the run was aborted (the journal keeps
+its state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+import anyio
+
+from ._batch import Batch, BatchOptions, BatchResult, Progress, count_lines
+from ._config import (
+    HybridTracking,
+    Limits,
+    PayloadMode,
+    S3Tracking,
+    SqsTracking,
+    Staging,
+    Tracking,
+)
+from ._exceptions import ConfigError, FanoutError
+from ._jsonl import LineDefaults
+from ._payload import validate_endpoint_name
+from ._runner import RunReport, _real_errors
+
+__all__ = ["EXIT_ABORTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "main", "parse_run_options"]
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+
+_ENV_ENDPOINT = "FANOUT_ENDPOINT"
+_ENV_QUEUE_URL = "FANOUT_QUEUE_URL"
+_ENV_STAGING = "FANOUT_STAGING"
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _ranged_int(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high} seconds, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fanout", description="Fan requests out to an Amazon SageMaker Async Inference endpoint."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="score a JSONL file through an async endpoint",
+        description=(
+            "Submit one InvokeEndpointAsync per input line and write one output line per input line, "
+            "in completion order. Exit codes: 0 all succeeded, 1 some did not, 2 usage or "
+            "configuration error (nothing submitted), 3 aborted."
+        ),
+    )
+    run.add_argument("input", metavar="INPUT", help="JSONL requests, or - for standard input")
+    run.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="JSONL outcomes, or - for stdout"
+    )
+    run.add_argument("--endpoint", metavar="NAME", help=f"endpoint name (default: ${_ENV_ENDPOINT})")
+    run.add_argument(
+        "--tracker",
+        choices=("sqs", "s3", "hybrid"),
+        default="sqs",
+        help="how outcomes are found: SNS notifications in SQS, polling S3, or both (default: sqs)",
+    )
+    run.add_argument(
+        "--queue-url", metavar="URL", help=f"SQS queue for sqs and hybrid (default: ${_ENV_QUEUE_URL})"
+    )
+    run.add_argument(
+        "--payload",
+        choices=("auto", "inline", "s3"),
+        default="auto",
+        help="inline Body (at most 128,000 bytes), S3 InputLocation, or auto by size (default: auto)",
+    )
+    run.add_argument(
+        "--staging",
+        metavar="S3_URI",
+        help=f"s3://bucket/prefix for payloads sent via S3 (default: ${_ENV_STAGING})",
+    )
+    run.add_argument(
+        "--max-in-flight", type=_positive_int, default=64, metavar="N", help="concurrent invokes"
+    )
+    run.add_argument(
+        "--max-pending",
+        type=_positive_int,
+        default=1_000,
+        metavar="N",
+        help="accepted inferences without outcome",
+    )
+    run.add_argument("--rate", type=_positive_float, metavar="PER_SECOND", help="cap on invokes per second")
+    run.add_argument(
+        "--journal", metavar="PATH", help="SQLite journal; rerun with it to resume after a crash"
+    )
+    run.add_argument(
+        "--request-ttl", type=_ranged_int(60, 21_600), metavar="SECONDS", help="RequestTTLSeconds"
+    )
+    run.add_argument(
+        "--invocation-timeout",
+        type=_ranged_int(1, 3_600),
+        metavar="SECONDS",
+        help="InvocationTimeoutSeconds",
+    )
+    run.add_argument("--no-fetch", action="store_true", help="do not download results; write their locations")
+    run.add_argument(
+        "--content-type", default="application/json", metavar="TYPE", help="default ContentType of every line"
+    )
+    run.add_argument(
+        "--resume-wait",
+        type=_positive_float,
+        metavar="SECONDS",
+        help=(
+            "on resume, how long a request the earlier run sent waits for its notification before an S3 "
+            "lookup (accepted) or being reported expired (in doubt: maybe never received)"
+        ),
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    run.add_argument(
+        "--json-summary", action="store_true", help="print the summary as one JSON line on stderr"
+    )
+
+    emulate = commands.add_parser(
+        "emulate", help="run the local emulator", description="Run the local SageMaker/S3/SQS/SNS emulator."
+    )
+    emulate.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    emulate.add_argument("--config", metavar="FILE", help="emulator configuration (JSON, or TOML)")
+
+    commands.add_parser(
+        "demo",
+        help="compare the inline and S3 paths on a local emulator",
+        description="Score a generated batch through the inline and the S3 path on an embedded emulator.",
+    )
+    return parser
+
+
+def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> BatchOptions:
+    """Turn ``fanout run`` arguments (and the FANOUT_* defaults) into ``BatchOptions``.
+
+    Raises ``ConfigError`` with a message fit for the user.
+    """
+    endpoint = args.endpoint or environ.get(_ENV_ENDPOINT)
+    if not endpoint:
+        raise ConfigError(f"no endpoint: pass --endpoint NAME or set {_ENV_ENDPOINT}")
+    validate_endpoint_name(endpoint)
+    queue_url = args.queue_url or environ.get(_ENV_QUEUE_URL)
+    tracking: Tracking
+    if args.tracker in ("sqs", "hybrid"):
+        if not queue_url:
+            raise ConfigError(
+                f"--tracker {args.tracker} needs --queue-url URL (or {_ENV_QUEUE_URL}); "
+                "--tracker s3 polls S3 instead"
+            )
+        tracking = (
+            SqsTracking(queue_url=queue_url) if args.tracker == "sqs" else HybridTracking(queue_url=queue_url)
+        )
+    else:
+        tracking = S3Tracking()
+    payload: PayloadMode = args.payload
+    staging_uri = args.staging or environ.get(_ENV_STAGING)
+    staging: Staging | None = None
+    if payload == "s3" and not staging_uri:
+        raise ConfigError(f"--payload s3 needs --staging s3://bucket/prefix (or {_ENV_STAGING})")
+    if staging_uri and payload != "inline":
+        # The inline path never touches the staging bucket, so it needs no s3:PutObject.
+        staging = Staging(location=staging_uri)
+    content_type = args.content_type
+    if not content_type or not content_type.isascii():
+        raise ConfigError(f"--content-type must be a non-empty ASCII media type, got {content_type!r}")
+    if args.input != "-" and not os.path.exists(args.input):
+        raise ConfigError(f"the input {args.input!r} does not exist")
+    return BatchOptions(
+        input=args.input,
+        output=args.output,
+        endpoint_name=endpoint,
+        tracking=tracking,
+        limits=Limits(
+            max_in_flight=args.max_in_flight, max_pending=args.max_pending, max_per_second=args.rate
+        ),
+        payload=payload,
+        staging=staging,
+        fetch=not args.no_fetch,
+        defaults=LineDefaults(
+            content_type=content_type,
+            request_ttl_seconds=args.request_ttl,
+            invocation_timeout_seconds=args.invocation_timeout,
+        ),
+        journal=args.journal,
+        resume_wait=args.resume_wait,
+    )
+
+
+def exit_code(result: BatchResult) -> int:
+    if result.stopped:
+        return EXIT_ABORTED
+    not_succeeded = sum(count for status, count in result.statuses.items() if status != "succeeded")
+    return EXIT_OK if not not_succeeded else EXIT_SOME_FAILED
+
+
+# -- summary ----------------------------------------------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def summary_dict(result: BatchResult, code: int) -> dict[str, Any]:
+    return {
+        "exit_code": code,
+        "stopped": result.stopped,
+        "statuses": dict(result.statuses),
+        "earlier_runs": result.earlier,
+        "resumed": result.resumed,
+        "this_run": result.report.to_dict(),
+    }
+
+
+def render_summary(result: BatchResult, code: int, stream: TextIO) -> None:
+    """The table printed at the end of every run (on stderr; the output may be stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    report: RunReport = result.report
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    title = f"fanout run: {report.total:,} outcomes in {report.elapsed:.1f} s ({report.throughput:,.0f}/s)"
+    if result.stopped:
+        title += " - stopped early"
+    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("this run", justify="right")
+    resumed = result.earlier > 0
+    if resumed:
+        table.add_column("all runs", justify="right")
+
+    def row(name: str, value: str, total: str = "") -> None:
+        table.add_row(name, value, total) if resumed else table.add_row(name, value)
+
+    for status in ("succeeded", "failed", "expired", "rejected"):
+        row(status, f"{report.by_status[status]:,}", f"{result.statuses.get(status, 0):,}")
+    table.add_section()
+    row("inline", f"{report.inline:,}")
+    row("s3", f"{report.s3:,}")
+    row("retries", f"{report.retries:,}")
+    row("throttles", f"{report.throttles:,}")
+    table.add_section()
+    row("p50 to completion", _seconds(report.p50))
+    row("p95 to completion", _seconds(report.p95))
+    row("p99 to completion", _seconds(report.p99))
+    if report.api_calls:
+        table.add_section()
+        for name, count in report.api_calls.items():
+            row(name, f"{count:,}")
+    console.print(table)
+    if result.resumed:
+        console.print(f"resumed: tracked {result.resumed:,} requests sent by an earlier run")
+    if result.stopped:
+        console.print("stopped: rerun the same command with the same --journal to finish")
+    console.print(f"exit code {code}")
+
+
+# -- progress ---------------------------------------------------------------------------------------
+
+
+class _Display:
+    """The progress bar on stderr, refreshed a few times a second from ``batch.progress()``."""
+
+    def __init__(self, batch: Batch, *, enabled: bool) -> None:
+        self._batch = batch
+        self._enabled = enabled
+        self._progress: Any = None
+
+    def note(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    async def run(self) -> None:
+        if not self._enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        total = await anyio.to_thread.run_sync(count_lines, self._batch.options.input, abandon_on_cancel=True)
+        progress = Progress(
+            TextColumn("[bold]fanout"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
+        )
+        self._progress = progress
+        task = progress.add_task("run", total=total, detail="")
+        last_throttles, last_time = 0, time.monotonic()
+        throttle_rate = 0.0
+        with progress:
+            try:
+                while True:
+                    snapshot = self._batch.progress()
+                    now = time.monotonic()
+                    if now - last_time >= 1.0:
+                        throttle_rate = (snapshot.throttles - last_throttles) / (now - last_time)
+                        last_throttles, last_time = snapshot.throttles, now
+                    progress.update(
+                        task,
+                        completed=sum(snapshot.completed.values()) + snapshot.earlier,
+                        detail=_detail(snapshot, throttle_rate),
+                    )
+                    await anyio.sleep(0.25)
+            finally:
+                self._progress = None
+
+
+def _detail(snapshot: Progress, throttle_rate: float) -> str:
+    completed = sum(snapshot.completed.values())
+    not_ok = completed - snapshot.completed.get("succeeded", 0)
+    return (
+        f"submitted {snapshot.submitted:,} · accepted {snapshot.accepted:,} · completed {completed:,} · "
+        f"failed {not_ok:,} · throttles {throttle_rate:.1f}/s · limit {snapshot.current_limit}"
+    )
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+def _backend_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+async def _execute(batch: Batch, display: _Display) -> tuple[BatchResult | None, bool]:
+    """Run the batch with Ctrl-C handling; returns (result, aborted)."""
+    stop = anyio.Event()
+    aborted = False
+    result: BatchResult | None = None
+    run_scope = anyio.CancelScope()
+
+    async def watch_signals() -> None:
+        nonlocal aborted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _ in received:
+                if not stop.is_set():
+                    stop.set()
+                    if batch.options.journal is not None:
+                        display.note(
+                            "stopping: no new requests; waiting for the invokes on the wire, then leaving "
+                            "the accepted ones in the journal (Ctrl-C again to abort)"
+                        )
+                    else:
+                        display.note(
+                            "stopping: no new requests; waiting for the outcomes of accepted requests "
+                            "(Ctrl-C again to abort; they are lost without --journal)"
+                        )
+                else:
+                    aborted = True
+                    run_scope.cancel()
+                    return
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals)
+            tg.start_soon(display.run)
+            with run_scope:
+                result = await batch.run(stop=stop)
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        errors = _real_errors(group)
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
+    return result, aborted or result is None
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        options = parse_run_options(args)
+        batch = Batch(options)
+    except FanoutError as exc:
+        print(f"fanout run: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    show_progress = not args.quiet and not args.json_summary and sys.stderr.isatty()
+    display = _Display(batch, enabled=show_progress)
+    try:
+        result, aborted = anyio.run(
+            _execute, batch, display, backend="asyncio", backend_options=_backend_options()
+        )
+    except FanoutError as exc:
+        print(f"fanout run: error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED if batch.accepted_any else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fanout run: aborted", file=sys.stderr)
+        return EXIT_ABORTED
+    except Exception:
+        traceback.print_exc()
+        print("fanout run: aborted by an unexpected error", file=sys.stderr)
+        return EXIT_ABORTED
+    if aborted or result is None:
+        print(
+            "fanout run: aborted" + (" (the journal keeps its state)" if options.journal else ""),
+            file=sys.stderr,
+        )
+        return EXIT_ABORTED
+    code = exit_code(result)
+    if args.json_summary:
+        print(json.dumps(summary_dict(result, code)), file=sys.stderr)
+    elif not args.quiet:
+        render_summary(result, code, sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "run":
+        return _run_command(args)
+    if args.command == "emulate":
+        from .testing._server import serve
+
+        return serve(port=args.port, config_path=args.config)
+    from ._demo import main as demo
+
+    return demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""``fanout run``'s arguments, FANOUT_* defaults, exit codes and summary, without any network."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from fanout import ConfigError, HybridTracking, S3Tracking, SqsTracking
+from fanout._batch import BatchOptions, BatchResult
+from fanout._cli import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    build_parser,
+    exit_code,
+    main,
+    parse_run_options,
+    render_summary,
+    summary_dict,
+)
+from fanout._runner import RunReport
+
+QUEUE = "http://127.0.0.1:9/123456789012/q"
+ENV = {"FANOUT_ENDPOINT": "ep-1", "FANOUT_QUEUE_URL": QUEUE, "FANOUT_STAGING": "s3://stage-bucket/in"}
+
+
+def _options(*args: str, env: dict[str, str] | None = None) -> BatchOptions:
+    parsed = build_parser().parse_args(["run", "-", "-o", "-", *args])
+    return parse_run_options(parsed, ENV if env is None else env)
+
+
+def test_the_fanout_variables_are_the_defaults() -> None:
+    options = _options()
+    assert options.endpoint_name == "ep-1"
+    assert options.tracking == SqsTracking(queue_url=QUEUE)
+    assert options.staging is not None and options.staging.location == "s3://stage-bucket/in"
+    assert (options.payload, options.fetch, options.journal) == ("auto", True, None)
+    assert options.defaults.content_type == "application/json"
+    assert (options.limits.max_in_flight, options.limits.max_pending, options.limits.max_per_second) == (
+        64,
+        1_000,
+        None,
+    )
+
+
+def test_flags_win_over_the_variables() -> None:
+    options = _options(
+        "--endpoint",
+        "other",
+        "--tracker",
+        "hybrid",
+        "--queue-url",
+        "https://sqs.eu-west-1.amazonaws.com/1/x",
+        "--staging",
+        "s3://mine-1/p",
+        "--max-in-flight",
+        "8",
+        "--max-pending",
+        "50",
+        "--rate",
+        "12.5",
+        "--request-ttl",
+        "120",
+        "--invocation-timeout",
+        "30",
+        "--no-fetch",
+        "--content-type",
+        "text/csv",
+        "--resume-wait",
+        "4",
+    )
+    assert options.endpoint_name == "other"
+    assert isinstance(options.tracking, HybridTracking)
+    assert options.tracking.queue_url == "https://sqs.eu-west-1.amazonaws.com/1/x"
+    assert options.staging is not None and options.staging.location == "s3://mine-1/p"
+    assert (options.limits.max_in_flight, options.limits.max_pending, options.limits.max_per_second) == (
+        8,
+        50,
+        12.5,
+    )
+    assert (options.defaults.request_ttl_seconds, options.defaults.invocation_timeout_seconds) == (120, 30)
+    assert (options.fetch, options.defaults.content_type, options.resume_wait) == (False, "text/csv", 4.0)
+
+
+def test_s3_tracking_needs_no_queue_and_inline_needs_no_staging() -> None:
+    options = _options("--tracker", "s3", "--payload", "inline", env={"FANOUT_ENDPOINT": "ep"})
+    assert isinstance(options.tracking, S3Tracking)
+    assert options.staging is None
+    assert _options("--payload", "inline").staging is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {}, "no endpoint"),
+        ((), {"FANOUT_ENDPOINT": "ep"}, "--tracker sqs needs --queue-url"),
+        (("--tracker", "hybrid"), {"FANOUT_ENDPOINT": "ep"}, "--tracker hybrid needs --queue-url"),
+        (("--payload", "s3"), {"FANOUT_ENDPOINT": "ep", "FANOUT_QUEUE_URL": QUEUE}, "--payload s3 needs"),
+        (("--endpoint", "bad_name!"), ENV, "endpoint_name must be"),
+        (("--staging", "not-a-uri"), ENV, "staging location must look like s3://"),
+        (("--content-type", "tëxt"), ENV, "--content-type must be"),
+    ],
+)
+def test_configuration_problems_are_config_errors(
+    args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _options(*args, env=env)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "-", "-o", "-", "--request-ttl", "59"],
+        ["run", "-", "-o", "-", "--invocation-timeout", "3601"],
+        ["run", "-", "-o", "-", "--max-in-flight", "0"],
+        ["run", "-", "-o", "-", "--rate", "-1"],
+        ["run", "-", "-o", "-", "--tracker", "kinesis"],
+        ["run", "-"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == EXIT_USAGE
+    assert "error:" in capsys.readouterr().err
+
+
+def test_a_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(tmp_path / "missing.jsonl"), "-o", "-", "--endpoint", "ep", "--queue-url", QUEUE])
+    assert code == EXIT_USAGE
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _result(statuses: dict[str, int], *, stopped: bool = False, earlier: int = 0) -> BatchResult:
+    report = RunReport(
+        succeeded=statuses.get("succeeded", 0),
+        failed=statuses.get("failed", 0),
+        rejected=statuses.get("rejected", 0),
+        inline=3,
+        s3=1,
+        retries=2,
+        p50=0.05,
+        p95=0.2,
+        p99=1.5,
+        api_calls={"sagemaker-runtime.InvokeEndpointAsync": 6, "s3.PutObject": 1},
+        elapsed=2.0,
+    )
+    return BatchResult(report=report, stopped=stopped, statuses=statuses, earlier=earlier, resumed=0)
+
+
+def test_exit_codes() -> None:
+    assert exit_code(_result({"succeeded": 4})) == EXIT_OK
+    assert exit_code(_result({})) == EXIT_OK
+    assert exit_code(_result({"succeeded": 3, "rejected": 1})) == EXIT_SOME_FAILED
+    assert exit_code(_result({"succeeded": 4}, stopped=True)) == EXIT_ABORTED
+
+
+def test_the_summary_table_and_its_json_form() -> None:
+    result = _result({"succeeded": 3, "failed": 1}, earlier=10)
+    stream = io.StringIO()
+    render_summary(result, EXIT_SOME_FAILED, stream)
+    text = stream.getvalue()
+    for fragment in (
+        "succeeded",
+        "all runs",
+        "p99 to completion",
+        "1.50 s",
+        "50 ms",
+        "s3.PutObject",
+        "exit code 1",
+    ):
+        assert fragment in text
+    summary = json.loads(json.dumps(summary_dict(result, EXIT_SOME_FAILED)))
+    assert summary["exit_code"] == 1
+    assert summary["this_run"]["api_calls"] == {"sagemaker-runtime.InvokeEndpointAsync": 6, "s3.PutObject": 1}
+    assert summary["this_run"]["total"] == 4
