@@ -249,12 +249,14 @@ class AimdControl:
         """Record a send; returns the epoch to carry on its permit."""
         if self.adaptive:
             self._sends.append(now)
+            _trim(self._sends, now)
         return self.epoch
 
     def on_success(self, now: float) -> None:
         if not self.adaptive:
             return
         self._successes.append(now)
+        _trim(self._successes, now)
         if self.window < self.max_concurrency:
             self.window = min(float(self.max_concurrency), self.window + 1.0 / self.window)
         if self.adaptive_rate is not None:
@@ -290,9 +292,14 @@ class AimdControl:
 _MIN_SAMPLES = 20
 
 
-def _rate(events: deque[float], now: float) -> float:
+def _trim(events: deque[float], now: float) -> None:
+    """Drop events older than the one-second window, so the deques stay O(rate), not O(requests)."""
     while events and events[0] < now - 1.0:
         events.popleft()
+
+
+def _rate(events: deque[float], now: float) -> float:
+    _trim(events, now)
     if not events:
         return 0.0
     # A floor on the span keeps a burst of simultaneous first events from reading as infinite.

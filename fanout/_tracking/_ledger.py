@@ -188,6 +188,7 @@ class Ledger:
         if entry.held is not None:
             self._held -= 1
         self._counts["forgotten"] += 1
+        self._compact()
         return True
 
     def is_known(self, inference_id: str) -> bool:
@@ -226,7 +227,19 @@ class Ledger:
         self._tracked -= 1
         self._remember_resolved(inference_id)
         self._counts["resolved"] += 1
+        self._compact()
         return outcome_of(submission, notification, now)
+
+    def _compact(self) -> None:
+        # Resolved ids leave their heap entries behind until their deadline (hours away), so without
+        # this the heap would grow with every request ever sent instead of with the pending ones.
+        if len(self._deadlines) > 2 * len(self._entries) + 1024:
+            self._deadlines = [
+                (deadline, inference_id)
+                for deadline, inference_id in self._deadlines
+                if (entry := self._entries.get(inference_id)) is not None and entry.deadline == deadline
+            ]
+            heapq.heapify(self._deadlines)
 
     def _remember_resolved(self, inference_id: str) -> None:
         self._resolved[inference_id] = None

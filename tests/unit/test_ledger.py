@@ -257,3 +257,18 @@ def test_expiry_and_notifications_race(steps: list[tuple[int, str, int]], deadli
     for outcome in outcomes:
         if isinstance(outcome, Expired):
             assert outcome.deadline == deadlines[int(outcome.inference_id[1:])]
+
+
+def test_memory_follows_pending_ids_not_every_id_ever_sent() -> None:
+    # Deadlines are hours away, so resolved ids must not leave their heap entries behind for good.
+    ledger = Ledger(remember=100)
+    for n in range(20_000):
+        inference_id = f"id-{n}"
+        ledger.expect(inference_id, 1e9)
+        ledger.track(submission(inference_id), now=1.0)
+        assert ledger.resolve(notification(inference_id), now=2.0) is not None
+    assert len(ledger._deadlines) <= 1024
+    assert len(ledger) == 0
+    ledger.expect("late", 5.0)
+    ledger.track(submission("late", deadline=5.0), now=1.0)
+    assert [expired.inference_id for expired in ledger.expire(10.0)] == ["late"]

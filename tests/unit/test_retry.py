@@ -304,3 +304,14 @@ async def test_pacing_holds_the_rate() -> None:
     assert granted == 1
     assert limiter.statistics().in_flight == 0
     assert math.isfinite(limiter.statistics().rate or math.inf)
+
+
+def test_rate_samples_stay_within_the_measuring_window() -> None:
+    control = AimdControl(64)
+    for n in range(50_000):
+        now = n * 0.001
+        control.on_send(now)
+        control.on_success(now)
+    # One second of samples at 1,000/s, not all 50,000.
+    assert len(control._sends) <= 1_001
+    assert len(control._successes) <= 1_001
