@@ -376,7 +376,10 @@ async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) 
     out as itself, not wrapped in an exception group.
     """
     emu = Emulator(config if config is not None else default_config())
-    runner = web.AppRunner(emu.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+    # handler_cancellation: a long poll whose client hung up must not go on to take (and hide) messages.
+    runner = web.AppRunner(
+        emu.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT, handler_cancellation=True
+    )
     await runner.setup()
     raised: BaseException | None = None
     try:
