@@ -41,12 +41,12 @@ from ._config import (
     Staging,
     Tracking,
 )
-from ._exceptions import ConfigError, JournalError
+from ._exceptions import ConfigError, JournalError, unwrap_task_errors
 from ._journal import ACCEPTED, DONE, READ, SENDING, Journal, JournalRow, Outstanding
 from ._jsonl import LineDefaults, format_outcome, parse_line
 from ._models import Expired, InferenceRequest, Outcome, Rejected, Route, Submission
 from ._payload import Invalid, choose_route
-from ._runner import Client, ReportBuilder, RunReport, _open, _real_errors
+from ._runner import Client, ReportBuilder, RunReport, _open
 
 __all__ = ["Batch", "BatchOptions", "BatchResult", "Progress", "count_lines"]
 
@@ -309,7 +309,7 @@ class Batch:
                         await anyio.sleep(_STOP_QUIET_SECONDS)
                 consuming.cancel()
 
-        try:
+        with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, journal, receive, report)
                 try:
@@ -326,11 +326,6 @@ class Batch:
                     watcher.cancel()
                     # The writer drains what is queued, then ends.
                     send.close()
-        except BaseExceptionGroup as group:
-            errors = _real_errors(group)
-            if len(errors) == 1:
-                raise errors[0] from None
-            raise
         return stop.is_set()
 
     def _explain(self, outcome: Outcome) -> Outcome:

@@ -30,10 +30,10 @@ from ._config import (
     Staging,
     Tracking,
 )
-from ._exceptions import ConfigError, FanoutError
+from ._exceptions import ConfigError, FanoutError, unwrap_task_errors
 from ._jsonl import LineDefaults
 from ._payload import validate_endpoint_name
-from ._runner import RunReport, _real_errors
+from ._runner import RunReport
 
 __all__ = ["EXIT_ABORTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "main", "parse_run_options"]
 
@@ -414,18 +414,13 @@ async def _execute(batch: Batch, display: _Display) -> tuple[BatchResult | None,
                     run_scope.cancel()
                     return
 
-    try:
+    with unwrap_task_errors():
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_signals)
             tg.start_soon(display.run)
             with run_scope:
                 result = await batch.run(stop=stop)
             tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        errors = _real_errors(group)
-        if len(errors) == 1:
-            raise errors[0] from None
-        raise
     return result, aborted or result is None
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "error_code",
     "http_status",
     "map_aws_errors",
+    "unwrap_task_errors",
 ]
 
 
@@ -196,3 +197,33 @@ def map_aws_errors(
         if code in {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}:
             raise CredentialsError(f"AWS rejected the credentials: {message}") from exc
         raise
+
+
+@contextmanager
+def unwrap_task_errors() -> Iterator[None]:
+    """Let the one real error of a task group out as itself, not inside an exception group.
+
+    A task group wraps what its tasks raise, together with the cancellations that error caused in
+    the siblings. When exactly one real error remains it is raised unwrapped, so callers can write
+    ``except QueueNotFound``; several real errors stay in their group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = _real_errors(group)
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
+
+
+def _real_errors(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    import anyio
+
+    cancelled = anyio.get_cancelled_exc_class()
+    errors: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            errors.extend(_real_errors(exc))
+        elif not isinstance(exc, cancelled):
+            errors.append(exc)
+    return errors

@@ -55,7 +55,7 @@ from ._config import (
     Tracking,
 )
 from ._dispatch import Dispatcher, DispatcherStatistics, runtime_client_config
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, unwrap_task_errors
 from ._models import InferenceRequest, Outcome, Rejected, Submission
 from ._payload import validate_endpoint_name
 from ._tracking import Tracker, TrackerStatistics, open_tracker
@@ -734,7 +734,7 @@ async def _open(
             )
         )
         error: Exception | None = None
-        try:
+        with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
                 client = Client(
                     dispatcher=dispatcher, tracker=tracker, task_group=tg, limits=limits, api_calls=api_calls
@@ -749,22 +749,5 @@ async def _open(
                     error = exc
                 finally:
                     tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            leaves = _real_errors(group)
-            if len(leaves) == 1:
-                raise leaves[0] from None
-            raise
         if error is not None:
             raise error
-
-
-def _real_errors(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The errors in a (nested) group, without the cancellations they caused."""
-    cancelled = anyio.get_cancelled_exc_class()
-    errors: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            errors.extend(_real_errors(exc))
-        elif not isinstance(exc, cancelled):
-            errors.append(exc)
-    return errors

@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._config import HybridTracking, S3Tracking, SqsTracking, Tracking, parse_s3_uri
-from .._exceptions import ConfigError, FanoutError, map_aws_errors
+from .._exceptions import ConfigError, FanoutError, map_aws_errors, unwrap_task_errors
 from .._models import Failed, Notification, Outcome, Submission, Succeeded
 from ._errors import call_with_retry, retrying
 from ._ledger import DEFAULT_REMEMBER, Ledger, Resolution
@@ -384,7 +384,7 @@ async def open_tracker(
         tracker._s3 = S3Source(
             s3, s3_config, tracker._on_s3, first_check_after=first_check_after, clock=clock
         )
-    try:
+    with unwrap_task_errors():
         async with anyio.create_task_group() as tg:
             tracker._tg = tg
             await tg.start(tracker._sweep)
@@ -397,22 +397,3 @@ async def open_tracker(
             finally:
                 tracker._close()
                 tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        errors = _leaves(group)
-        if len(errors) == 1:
-            raise errors[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[Exception]:
-    """The real errors in a (nested) exception group, without the cancellations they caused."""
-    cancelled = anyio.get_cancelled_exc_class()
-    errors: list[Exception] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            errors.extend(_leaves(exc))
-        elif isinstance(exc, Exception) and not isinstance(exc, cancelled):
-            errors.append(exc)
-        elif not isinstance(exc, cancelled):
-            return []
-    return errors

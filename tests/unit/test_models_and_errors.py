@@ -107,3 +107,22 @@ def test_map_aws_errors_leaves_per_item_errors_alone() -> None:
     with pytest.raises(ClientError) as info, map_aws_errors(bucket="b", endpoint_name="e"):
         raise original
     assert info.value is original
+
+
+@pytest.mark.anyio
+async def test_a_task_groups_single_error_comes_out_unwrapped() -> None:
+    import anyio
+
+    from fanout._exceptions import unwrap_task_errors
+
+    async def fail() -> None:
+        raise QueueNotFound("http://q")
+
+    with pytest.raises(QueueNotFound), unwrap_task_errors():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep_forever)
+            tg.start_soon(fail)
+
+    with pytest.raises(BaseExceptionGroup) as info, unwrap_task_errors():
+        raise BaseExceptionGroup("two", [QueueNotFound("http://q"), ExceptionGroup("inner", [ValueError()])])
+    assert len(info.value.exceptions) == 2
