@@ -1,0 +1,75 @@
+"""The benchmark suite runs end to end at its smallest size and writes its report.
+
+One subprocess, exactly as a user runs it (``python -m benchmarks``), against
+emulators on 127.0.0.1. Only completion and the report's shape are asserted,
+never a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("inline_vs_s3", "mixed_sizes", "usual_ways", "throttled", "tracking_cost")
+PLOTS = ("inline_vs_s3_accept_cdf.png", "inline_vs_s3_completion_cdf.png", "throttled_goodput.png")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, "-m", "benchmarks", "--tiny", "--repeat", "1", "--no-pin", "--out", str(out)]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def test_every_scenario_reports_a_table_and_a_headline(results: Path) -> None:
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    assert [s["name"] for s in data["scenarios"]] == list(SCENARIOS)
+    report = (results / "RESULTS.md").read_text(encoding="utf-8")
+    for scenario in data["scenarios"]:
+        assert f"## {scenario['title']}" in report
+        assert scenario["headlines"], scenario["name"]
+    assert "python -m benchmarks --tiny" in report
+    assert "| package | version |" in report
+
+
+def test_every_side_completed_its_whole_workload(results: Path) -> None:
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    for scenario in data["scenarios"]:
+        for group, sides in scenario["sides"].items():
+            assert sides, (scenario["name"], group)
+            for side, runs in sides.items():
+                assert len(runs) == 1, side
+                run = runs[0]
+                if scenario["name"] == "throttled":
+                    # A window of time, not a workload: requests still retrying when it closes are cut off.
+                    assert run["succeeded"] > 0, side
+                else:
+                    assert run["succeeded"] == run["n"] > 0, (scenario["name"], group, side)
+
+
+def test_results_are_checked_against_each_request(results: Path) -> None:
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    usual = next(s for s in data["scenarios"] if s["name"] == "usual_ways")
+    for side, runs in usual["sides"][""].items():
+        assert runs[0]["verified"] == runs[0]["n"], side
+
+
+def test_plots_are_written(results: Path) -> None:
+    for name in PLOTS:
+        assert (results / name).stat().st_size > 0, name
