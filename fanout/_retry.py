@@ -278,11 +278,14 @@ class AimdControl:
             # Too few sends to measure a rate: a guess here is how botocore collapses at start-up.
             # The window cut alone slows us down until there is something to measure.
             return True
-        rate = self.decrease * min(self.adaptive_rate or math.inf, measured)
+        before = min(self.adaptive_rate or math.inf, measured)
+        rate = self.decrease * before
         if len(self._successes) >= _MIN_SAMPLES:
             # While throttled, what the service accepted is its capacity: jump there at once
-            # instead of stepping down one round trip at a time.
-            rate = min(rate, self.accepted_rate(now))
+            # instead of stepping down one round trip at a time. But never below half the rate
+            # before the cut: a stall (ours or the server's) makes the accepted rate read low, and
+            # additive increase would take many seconds to climb back from such a deep cut.
+            rate = min(rate, max(self.accepted_rate(now), _DEEPEST_CUT * before))
         self.adaptive_rate = max(self.min_rate, rate)
         self._rate_at_cut = self.adaptive_rate
         self._last_increase = now
@@ -290,6 +293,7 @@ class AimdControl:
 
 
 _MIN_SAMPLES = 20
+_DEEPEST_CUT = 0.5
 
 
 def _trim(events: deque[float], now: float) -> None:

@@ -175,6 +175,20 @@ def test_the_rate_cut_uses_measured_sends_and_acceptances() -> None:
     assert control.rate == pytest.approx(200, rel=0.05)
 
 
+def test_a_stall_never_cuts_the_rate_below_half() -> None:
+    # 400 sends in the last second but only 30 acceptances (the server stalled): the accepted rate
+    # reads 30/s, far below the capacity, and one cut must not fall that far.
+    control = AimdControl(64)
+    now = 0.0
+    for i in range(400):
+        now = i / 400
+        epoch = control.on_send(now)
+        if i < 30:
+            control.on_success(now)
+    assert control.on_overload(epoch, now)
+    assert control.rate == pytest.approx(200, rel=0.05)
+
+
 def test_additive_increase_probes_back_up() -> None:
     control = AimdControl(10, increase=0.05)
     now = 0.0
