@@ -1,4 +1,4 @@
-"""The ``fanout`` command: ``run``, ``emulate`` and ``demo``. Only the user interface lives here.
+"""The ``fanout`` command: ``run``, ``emulate``, ``demo`` and ``bench``. Only the user interface lives here.
 
 Exit codes of ``fanout run`` (a contract, see the README):
 0 every request succeeded; 1 the run finished but some did not; 2 a usage or
@@ -182,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the inline and S3 paths on a local emulator",
         description="Score a generated batch through the inline and the S3 path on an embedded emulator.",
     )
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark suite (python -m benchmarks) from a source checkout",
+        description="Run the benchmark suite; every argument is passed on to python -m benchmarks.",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs="*")
     return parser
 
 
@@ -461,10 +468,31 @@ def _run_command(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench(arguments: Sequence[str]) -> int:
+    # The suite is not part of the wheel: it lives beside the package in a source checkout, which
+    # is where ``python -m benchmarks`` finds it too (the current directory).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        from benchmarks.__main__ import main as bench
+    except ImportError:
+        print(
+            "fanout bench: the benchmarks/ folder is not importable here; run it from a source "
+            "checkout of fanout (python -m benchmarks --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return bench(list(arguments))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        # Every flag belongs to the suite's own parser, including --help.
+        return _bench(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "run":

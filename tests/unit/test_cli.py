@@ -178,3 +178,27 @@ def test_the_summary_table_and_its_json_form() -> None:
     assert summary["exit_code"] == 1
     assert summary["this_run"]["api_calls"] == {"sagemaker-runtime.InvokeEndpointAsync": 6, "s3.PutObject": 1}
     assert summary["this_run"]["total"] == 4
+
+
+def test_bench_passes_every_flag_to_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    from fanout._cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    assert info.value.code == 0
+    assert "python -m benchmarks" in capsys.readouterr().out
+
+
+def test_bench_outside_a_checkout_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from fanout._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "benchmarks").is_dir()])
+    assert main(["bench", "--quick"]) == 2
+    assert "source checkout" in capsys.readouterr().err
