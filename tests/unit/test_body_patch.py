@@ -146,3 +146,17 @@ async def test_patching_a_fresh_client() -> None:
 def test_rejects_other_objects() -> None:
     with pytest.raises(TypeError):
         ensure_body_member(object())
+
+
+async def test_the_native_and_the_patched_client_match_the_golden_wire_request() -> None:
+    from tests.wire import PARAMS, golden, wire_summary
+
+    session = get_session()
+    native = await _send(session, **PARAMS)
+    assert wire_summary(native["url"], native["headers"], native["body"]) == golden()
+
+    stripped = get_session()
+    _strip_body(_loaded_model(stripped))
+    assert ensure_body_member(stripped)
+    patched = await _send(stripped, **PARAMS)
+    assert wire_summary(patched["url"], patched["headers"], patched["body"]) == golden()
