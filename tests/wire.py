@@ -44,7 +44,7 @@ def wire_summary(url: str, headers: dict[str, Any], body: Any) -> dict[str, Any]
     return {
         "url": url,
         "headers": {k: _text(v) for k, v in sorted(headers.items()) if k.lower() not in _VOLATILE},
-        "signed_headers": signed,
+        "signed_headers": signed.split(",", 1)[0],
         "body_sha256": hashlib.sha256(payload).hexdigest(),
         "body_length": len(payload),
     }
