@@ -39,6 +39,7 @@ _INPUT_LOCATION = re.compile(r"(https|s3)://([^/]+)/?(.*)", re.DOTALL)
 _OUTPUT_PATH_EXTENSION = re.compile(r"(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+")
 _FILENAME = re.compile(r"(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _HEADER_MAX = 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ def _header(name: str, value: object, *, max_length: int = _HEADER_MAX) -> str |
     if not value.isascii():
         return f"{name} must be ASCII, got {value!r}"
     # \p{ASCII} would admit control characters, but they cannot travel in an HTTP header.
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value if ch != "\t"):
+    if _CONTROL.search(value):
         return f"{name} must not contain control characters, got {value!r}"
     if len(value) > max_length:
         return f"{name} is {len(value)} characters long; the limit is {max_length}"
