@@ -9,7 +9,6 @@ inline run (``payload="auto"``) only those go through S3.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from collections.abc import Iterator
@@ -75,20 +74,12 @@ async def run_demo(count: int = REQUESTS) -> tuple[RunReport, RunReport]:
 
 
 async def _on_emulator(payload: PayloadMode, count: int) -> RunReport:
-    from .testing import FaultConfig, default_config, open_emulator
+    from .testing import FaultConfig, aws_environment, default_config, open_emulator
 
     async with open_emulator(default_config()) as emulator:
         emulator.set_faults(FaultConfig(latency=_latencies(), targets=()))  # type: ignore[arg-type]
-        saved = {name: os.environ.get(name) for name in emulator.env}
-        os.environ.update(emulator.env)
-        try:
+        with aws_environment(emulator.env):
             return await _one_path(emulator.env, payload, count)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def _per_thousand(report: RunReport, name: str | None = None) -> str:

@@ -13,13 +13,13 @@ import hashlib
 import inspect
 import json
 import math
-import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
+
+from fanout.testing import aws_environment
 
 from .._harness import CpuClock, Sample, percentile
 
@@ -29,7 +29,6 @@ __all__ = [
     "Target",
     "aio_session",
     "api_calls",
-    "aws_environment",
     "count_calls",
     "json_items",
     "measure",
@@ -111,21 +110,6 @@ def aio_session() -> Any:
     from aiobotocore.session import get_session
 
     return get_session()
-
-
-@contextmanager
-def aws_environment(env: Mapping[str, str]) -> Iterator[None]:
-    """Set ``env`` in ``os.environ`` for the block, then restore what was there."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass(slots=True)

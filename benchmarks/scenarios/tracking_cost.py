@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import anyio
 
+from fanout.testing import aws_environment
+
 from .._harness import Sample, ScenarioResult, Table, repeat_sides
 from . import Context
 from ._cells import cell, median
 from ._fanout import FanoutSettings, fanout_side
 from ._target import isolated, open_target
-from ._workload import aws_environment, json_items
+from ._workload import json_items
 
 NAME = "tracking_cost"
 TITLE = "Tracking cost: SQS vs S3 HEAD vs S3 LIST"

@@ -24,6 +24,7 @@ from ._emu_config import (
     faults_from_dict,
     load_config,
 )
+from ._environ import aws_environment
 from ._s3 import S3Store
 from ._server import Emulator, open_emulator, run_emulator_process, serve
 from ._sns import SnsHub
@@ -45,6 +46,7 @@ __all__ = [
     "SubscriptionConfig",
     "ThrottleConfig",
     "TopicConfig",
+    "aws_environment",
     "config_from_dict",
     "default_config",
     "default_model",
