@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available", "cdf_plot", "rate_plot", "timeline_plot"]
+__all__ = ["available", "cdf_plot", "rate_plot"]
 
 
 def _pyplot() -> Any | None:
@@ -18,6 +18,30 @@ def _pyplot() -> Any | None:
     except ImportError:
         return None
     return plt
+
+
+def _save(
+    plt: Any,
+    fig: Any,
+    ax: Any,
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    legend_size: float | None = None,
+) -> Path:
+    """Label, lay out and write the figure to ``path`` (its folder made when missing), then close it."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=legend_size)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def available() -> bool:
@@ -46,54 +70,8 @@ def cdf_plot(
     for label, x in (marks or {}).items():
         ax.axvline(x, linestyle=":", color="grey")
         ax.annotate(label, (x, 0.03), rotation=90, fontsize=8, color="grey", ha="right")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def timeline_plot(
-    series: Mapping[str, Sequence[float]],
-    path: Path,
-    *,
-    title: str,
-    bucket: float = 0.5,
-    ylabel: str = "accepted per second",
-    hline: tuple[str, float] | None = None,
-) -> Path | None:
-    """Events per second over time, in ``bucket``-second bins, from event times in seconds since start."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for label, times in series.items():
-        if not times:
-            continue
-        bins = int(max(times) / bucket) + 1
-        counts = [0] * bins
-        for t in times:
-            counts[min(int(t / bucket), bins - 1)] += 1
-        ax.step([i * bucket for i in range(bins)], [c / bucket for c in counts], where="post", label=label)
-    if hline is not None:
-        ax.axhline(hline[1], linestyle=":", color="grey", label=hline[0])
-    ax.set_title(title)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title=title, xlabel=xlabel, ylabel="fraction of requests")
 
 
 def rate_plot(
@@ -131,14 +109,5 @@ def rate_plot(
         )
     if hline is not None:
         ax.axhline(hline[1], linestyle=":", color="grey", label=hline[0])
-    ax.set_title(title)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title=title, xlabel="seconds since start", ylabel=ylabel, legend_size=8)

@@ -68,6 +68,22 @@ def _missing(exc: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
+# One request's (seconds to its 202, its 202 since the run started, seconds to its outcome, output).
+_Outcome = tuple[float, float, float, bytes | None]
+
+
+def _record(items: list[Item], outcomes: list[_Outcome], clock: CpuClock, calls: Counter[str]) -> RunRecord:
+    record = RunRecord(n=len(items), clock=clock, calls=calls)
+    for item, (accept, accepted_at, complete, result) in zip(items, outcomes, strict=True):
+        record.accept.append(accept)
+        record.accepted_at.append(accepted_at)
+        record.complete.append(complete)
+        record.outcome.append(complete - accept)
+        record.succeeded += result is not None
+        record.verified += verify(item, result)
+    return record
+
+
 # --- boto3 (the SDK pattern and the thread pool) ----------------------------------------------------------
 
 
@@ -170,7 +186,7 @@ def boto3_thread_pool(items: list[Item], target: Target, settings: UsualSettings
         with CpuClock(target.server_pid) as clock:
             run_start = time.perf_counter()
 
-            def score(item: Item) -> tuple[float, float, float, bytes | None]:
+            def score(item: Item) -> _Outcome:
                 start = time.perf_counter()
                 response = flow.submit(item)
                 accepted = time.perf_counter()
@@ -179,18 +195,9 @@ def boto3_thread_pool(items: list[Item], target: Target, settings: UsualSettings
 
             with ThreadPoolExecutor(max_workers=settings.threads) as pool:
                 outcomes = list(pool.map(score, items))
-        record = RunRecord(n=len(items), clock=clock)
-        for item, (accept, accepted_at, complete, result) in zip(items, outcomes, strict=True):
-            record.accept.append(accept)
-            record.accepted_at.append(accepted_at)
-            record.complete.append(complete)
-            record.outcome.append(complete - accept)
-            record.succeeded += result is not None
-            record.verified += verify(item, result)
-        record.calls = flow.calls
+        return _record(items, outcomes, clock, flow.calls)
     finally:
         flow.close()
-    return record
 
 
 # --- aiobotocore gather -------------------------------------------------------------------------------------
@@ -219,7 +226,7 @@ async def aiobotocore_gather(items: list[Item], target: Target, settings: UsualS
                 raise
             return True
 
-        async def score(item: Item) -> tuple[float, float, float, bytes | None]:
+        async def score(item: Item) -> _Outcome:
             start = time.perf_counter()
             bucket, key = _input_key(target)
             await s3.put_object(Bucket=bucket, Key=key, Body=item.body, ContentType=settings.content_type)
@@ -248,12 +255,4 @@ async def aiobotocore_gather(items: list[Item], target: Target, settings: UsualS
             run_start = time.perf_counter()
             with anyio.fail_after(settings.timeout):
                 outcomes = await asyncio.gather(*(score(item) for item in items))
-    record = RunRecord(n=len(items), clock=clock, calls=calls)
-    for item, (accept, accepted_at, complete, result) in zip(items, outcomes, strict=True):
-        record.accept.append(accept)
-        record.accepted_at.append(accepted_at)
-        record.complete.append(complete)
-        record.outcome.append(complete - accept)
-        record.succeeded += result is not None
-        record.verified += verify(item, result)
-    return record
+    return _record(items, outcomes, clock, calls)

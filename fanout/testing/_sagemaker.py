@@ -19,6 +19,7 @@ import random
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ MAX_BODY_BYTES: Final = 128_000
 MAX_RESPONSE_IN_NOTIFICATION: Final = 128_000
 DEFAULT_REQUEST_TTL_SECONDS: Final = 21_600
 DEFAULT_INVOCATION_TIMEOUT_SECONDS: Final = 900
+# duplicate InferenceIds are counted among this many most recent ones, so memory stays bounded
+SEEN_IDS_WINDOW: Final = 1 << 18
 RESPONSE_BODY_MESSAGE: Final = "Check S3 path location(if configured) or Cloudwatch for additional details."
 TEST_NOTIFICATION: Final = (
     '{"eventVersion":"1.0","eventSource":"aws:sagemaker","eventName":"TestNotification"}'
@@ -188,6 +191,7 @@ class SageMakerRuntime:
         self._expiry_seq = 0
         self._wakeup = anyio.Event()
         self._seen_ids: set[int] = set()
+        self._seen_order: deque[int] = deque()
         self.counters = dict.fromkeys(
             ("accepted", "processed", "succeeded", "failed", "expired", "timed_out", "rejected"), 0
         )
@@ -480,9 +484,19 @@ class SageMakerRuntime:
             pattern=_FILENAME,
             pattern_text=r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*$",
         )
-        ttl = check.integer("requestTTLSeconds", get("X-Amzn-SageMaker-RequestTTLSeconds"), 60, 21600, 21600)
+        ttl = check.integer(
+            "requestTTLSeconds",
+            get("X-Amzn-SageMaker-RequestTTLSeconds"),
+            60,
+            21600,
+            DEFAULT_REQUEST_TTL_SECONDS,
+        )
         timeout = check.integer(
-            "invocationTimeoutSeconds", get("X-Amzn-SageMaker-InvocationTimeoutSeconds"), 1, 3600, 900
+            "invocationTimeoutSeconds",
+            get("X-Amzn-SageMaker-InvocationTimeoutSeconds"),
+            1,
+            3600,
+            DEFAULT_INVOCATION_TIMEOUT_SECONDS,
         )
         body = await request.read()
         if len(body) > MAX_BODY_BYTES:
@@ -496,16 +510,10 @@ class SageMakerRuntime:
         endpoint = self._endpoints.get(name)
         if endpoint is None:
             return self._reject(f"Endpoint {name} of account {self.account_id} not found.")
-        if input_location is not None:
-            parsed = _parse_input_location(input_location)
-            if (
-                parsed is None
-                or not self._s3.bucket_exists(parsed[0])
-                or self._s3.get_object(*parsed) is None
-            ):
-                return self._reject(
-                    f"Could not access the input location {input_location}: the object does not exist."
-                )
+        if input_location is not None and self._fetch(input_location) is None:
+            return self._reject(
+                f"Could not access the input location {input_location}: the object does not exist."
+            )
         if inference_id is None:
             inference_id = str(uuid.uuid4())
         else:
@@ -513,7 +521,7 @@ class SageMakerRuntime:
             if key in self._seen_ids:
                 self.duplicate_inference_ids += 1
             else:
-                self._seen_ids.add(key)
+                self._remember(key)
         name_uuid = str(uuid.uuid4())
         output = endpoint.output_path
         if extension is not None:
@@ -552,6 +560,12 @@ class SageMakerRuntime:
             content_type="application/json",
             headers=response_headers,
         )
+
+    def _remember(self, key: int) -> None:
+        self._seen_ids.add(key)
+        self._seen_order.append(key)
+        if len(self._seen_order) > SEEN_IDS_WINDOW:
+            self._seen_ids.discard(self._seen_order.popleft())
 
     def _reject(self, message: str) -> web.Response:
         self.counters["rejected"] += 1

@@ -566,15 +566,7 @@ class SqsStore:
         return self._send_one(self._queue(body), body)
 
     def _send_message_batch(self, body: dict[str, Any]) -> dict[str, Any]:
-        queue = self._queue(body)
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for entry in _batch_entries(body, "SendMessageBatch"):
-            try:
-                successful.append({"Id": entry["Id"], **self._send_one(queue, entry)})
-            except SqsError as error:
-                failed.append(_failure(entry["Id"], error))
-        return {"Successful": successful, "Failed": failed}
+        return self._batch(body, "SendMessageBatch", self._send_one)
 
     async def _receive_message(self, body: dict[str, Any]) -> dict[str, Any]:
         queue = self._queue(body)
@@ -659,16 +651,11 @@ class SqsStore:
         return {}
 
     def _delete_message_batch(self, body: dict[str, Any]) -> dict[str, Any]:
-        queue = self._queue(body)
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for entry in _batch_entries(body, "DeleteMessageBatch"):
-            try:
-                self._delete_one(queue, entry.get("ReceiptHandle"))
-                successful.append({"Id": entry["Id"]})
-            except SqsError as error:
-                failed.append(_failure(entry["Id"], error))
-        return {"Successful": successful, "Failed": failed}
+        return self._batch(
+            body,
+            "DeleteMessageBatch",
+            lambda queue, entry: self._delete_one(queue, entry.get("ReceiptHandle")),
+        )
 
     def _change_one(self, queue: _Queue, entry: dict[str, Any]) -> None:
         timeout = _int_param(entry, "VisibilityTimeout", -1, 0, _MAX_VISIBILITY)
@@ -687,13 +674,21 @@ class SqsStore:
         return {}
 
     def _change_message_visibility_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._batch(body, "ChangeMessageVisibilityBatch", self._change_one)
+
+    def _batch(
+        self,
+        body: dict[str, Any],
+        action: str,
+        one: Callable[[_Queue, dict[str, Any]], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        """Apply ``one`` to every entry; each succeeds (with what ``one`` returns) or fails alone."""
         queue = self._queue(body)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for entry in _batch_entries(body, "ChangeMessageVisibilityBatch"):
+        for entry in _batch_entries(body, action):
             try:
-                self._change_one(queue, entry)
-                successful.append({"Id": entry["Id"]})
+                successful.append({"Id": entry["Id"], **(one(queue, entry) or {})})
             except SqsError as error:
                 failed.append(_failure(entry["Id"], error))
         return {"Successful": successful, "Failed": failed}
