@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
@@ -178,8 +178,7 @@ class Batch:
                 journal.attach_output(output)
                 earlier = journal.statuses() if journal.resumed else {}
                 self._earlier = sum(earlier.values())
-                outstanding = list(journal.outstanding()) if journal.resumed else []
-                resumed = self._resume(outstanding)
+                resumed = self._resume(journal.outstanding() if journal.resumed else ())
                 tracking = self._tracking(journal.resumed)
                 observer = _JournalObserver(journal, self)
                 async with _open(
@@ -250,7 +249,7 @@ class Batch:
         with source:
             yield source
 
-    def _resume(self, outstanding: list[Outstanding]) -> list[Submission]:
+    def _resume(self, outstanding: Iterable[Outstanding]) -> list[Submission]:
         wait = self.options.resume_wait
         now = time.time()
         submissions = []
@@ -338,9 +337,10 @@ class Batch:
             found = self._resumed.pop(outcome.inference_id, None)
             if found is not None:
                 return found
-        if outcome.id is None or outcome.id not in self._lines:
+        found = self._lines.pop(outcome.id, None) if outcome.id is not None else None
+        if found is None:
             raise AssertionError(f"an outcome for a request this run never read: {outcome!r}")
-        return self._lines.pop(outcome.id)
+        return found
 
     async def _requests(
         self,

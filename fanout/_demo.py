@@ -125,14 +125,8 @@ def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdo
 
 def main() -> int:
     print("fanout demo: starting an embedded emulator on 127.0.0.1 (no AWS account needed)", file=sys.stderr)
-    inline, s3 = anyio.run(run_demo, backend="asyncio", backend_options=_uvloop())
+    from ._cli import _backend_options
+
+    inline, s3 = anyio.run(run_demo, backend="asyncio", backend_options=_backend_options())
     print_comparison(inline, s3)
     return 0 if inline.ok and s3.ok else 1
-
-
-def _uvloop() -> dict[str, object]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}

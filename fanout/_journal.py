@@ -97,6 +97,24 @@ CREATE TABLE IF NOT EXISTS output (seq INTEGER PRIMARY KEY, start INTEGER NOT NU
 """
 
 
+def _connect(path: str | os.PathLike[str], *, durable: bool) -> sqlite3.Connection:
+    """A connection to the journal at ``path`` with the schema in place, closed again if that fails."""
+    connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        if durable:
+            connection.execute("PRAGMA journal_mode=WAL").fetchone()
+            connection.execute("PRAGMA synchronous=NORMAL")
+        else:
+            connection.execute("PRAGMA journal_mode=OFF")
+            connection.execute("PRAGMA synchronous=OFF")
+        connection.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        connection.executescript(_SCHEMA)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 @dataclass(frozen=True, slots=True)
 class JournalRow:
     """What the journal knew about one input line when this run started."""
@@ -158,11 +176,7 @@ class Journal:
         """
         path = Path(path)
         try:
-            connection = sqlite3.connect(path, isolation_level="DEFERRED")
-            connection.execute("PRAGMA journal_mode=WAL").fetchone()
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-            connection.executescript(_SCHEMA)
+            connection = _connect(path, durable=True)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot use {str(path)!r} as a journal: {exc}") from exc
         try:
@@ -180,11 +194,7 @@ class Journal:
         descriptor, name = tempfile.mkstemp(prefix="fanout-", suffix=".journal")
         os.close(descriptor)
         try:
-            connection = sqlite3.connect(name, isolation_level="DEFERRED")
-            connection.execute("PRAGMA journal_mode=OFF")
-            connection.execute("PRAGMA synchronous=OFF")
-            connection.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-            connection.executescript(_SCHEMA)
+            connection = _connect(name, durable=False)
         finally:
             # Unlinked at once: the open connection keeps the file, nothing is left behind.
             os.unlink(name)
@@ -458,11 +468,6 @@ class Journal:
         self._output.flush()
         self._flushed_seq = self._next_seq - 1
         return len(fresh)
-
-    def commit(self) -> None:
-        """Make everything recorded so far durable."""
-        if self._db.in_transaction:
-            self._db.commit()
 
     def statuses(self) -> dict[str, int]:
         """How many DONE lines ended in each status, over every run of this journal."""

@@ -98,7 +98,7 @@ def _parse(raw: bytes | str, line: int, defaults: LineDefaults) -> InferenceRequ
         text = raw
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
+    except ValueError as exc:  # json.JSONDecodeError, or a NaN or Infinity
         raise _BadLine(f"malformed JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _BadLine(f"expected a JSON object, got {_json_type(value)}")
@@ -204,7 +204,7 @@ def _decode_result(result: bytes, content_type: str | None) -> tuple[str, Any]:
     if content_type is None or _is_json_type(content_type):
         try:
             return "result", json.loads(result.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError):
+        except ValueError:  # UnicodeDecodeError or json.JSONDecodeError: not JSON after all
             pass
     return "result_base64", base64.b64encode(result).decode("ascii")
 

@@ -183,9 +183,6 @@ class ReportBuilder:
         if outcome.submitted_at is not None and outcome.completed_at:
             self._latencies.add(outcome.completed_at - outcome.submitted_at)
 
-    def counts(self) -> Mapping[str, int]:
-        return self._status
-
     def build(self) -> RunReport:
         now = self._client.statistics()
         api_calls = Counter(now.api_calls)
@@ -395,8 +392,7 @@ class Client:
 
     def track(self, submission: Submission) -> Handle:
         """Follow an inference accepted earlier (say, by a process that has since stopped)."""
-        self._tracker.expect(submission.inference_id, submission.deadline)
-        return Handle(self._register(submission, owned=False))
+        return Handle(self._follow(submission))
 
     async def wait(self, inference_id: str) -> Outcome:
         """The outcome of an inference this client submitted or tracks.
@@ -405,9 +401,7 @@ class Client:
         """
         slot = self._slots.get(inference_id)
         if slot is not None:
-            await slot.event.wait()
-            assert slot.outcome is not None
-            return slot.outcome
+            return await Handle(slot).wait()
         recent = self._recent.get(inference_id)
         if recent is not None:
             return recent
@@ -452,6 +446,11 @@ class Client:
         # After the slot exists: the tracker may deliver a held notification at once.
         self._tracker.track(submission)
         return slot
+
+    def _follow(self, submission: Submission, sink: _Sink | None = None) -> _Slot:
+        """Track an inference accepted earlier, without a max_pending token."""
+        self._tracker.expect(submission.inference_id, submission.deadline)
+        return self._register(submission, owned=False, sink=sink)
 
     def _expect(self, inference_id: str, deadline: float) -> None:
         if self._observer is not None:
@@ -506,8 +505,7 @@ class Client:
         has been accepted or rejected (``fed``)."""
         sink = _Sink(self._limits.max_pending)
         for submission in resume:
-            self._tracker.expect(submission.inference_id, submission.deadline)
-            self._register(submission, owned=False, sink=sink)
+            self._follow(submission, sink)
         scope = anyio.CancelScope()
         self._tg.start_soon(self._feed, requests, sink, scope, fed)
         try:
@@ -590,6 +588,15 @@ def _make_client(session: Any, service: str, config: Any) -> Any:
     raise ConfigError(f"session must be an aiobotocore session or an aioboto3 Session, got {session!r}")
 
 
+def _parts(tracking: Tracking) -> tuple[SqsTracking | None, S3Tracking | None]:
+    """The SQS and the S3 part of ``tracking`` (a hybrid always has both)."""
+    if isinstance(tracking, HybridTracking):
+        return tracking.sqs, tracking.s3
+    if isinstance(tracking, SqsTracking):
+        return tracking, None
+    return None, tracking
+
+
 def _count_calls(client: Any, counter: Counter[str]) -> None:
     def before_call(event_name: str, **_: Any) -> None:
         # event_name is "before-call.<service>.<Operation>"
@@ -659,12 +666,9 @@ async def _open(
         raise ConfigError("payload='s3' needs staging=Staging(location='s3://bucket/prefix')")
     session = _botocore_session(session)
     ensure_body_member(session)
-    uses_sqs = isinstance(tracking, SqsTracking | HybridTracking)
-    polls_s3 = isinstance(tracking, S3Tracking | HybridTracking)
-    uses_s3 = staging is not None or polls_s3 or fetch
-    grace_period = tracking.grace_period if isinstance(tracking, SqsTracking | S3Tracking) else 60.0
-    if isinstance(tracking, HybridTracking) and tracking.sqs is not None:
-        grace_period = tracking.sqs.grace_period
+    sqs_tracking, s3_tracking = _parts(tracking)
+    uses_s3 = staging is not None or s3_tracking is not None or fetch
+    grace_period = next(part.grace_period for part in (sqs_tracking, s3_tracking) if part is not None)
     api_calls: Counter[str] = Counter()
 
     async with AsyncExitStack() as stack:
@@ -677,24 +681,15 @@ async def _open(
             if uses_s3:
                 pool = _FETCH_CONCURRENCY + 4
                 pool += staging.max_concurrency if staging is not None else 0
-                if isinstance(tracking, S3Tracking):
-                    pool += tracking.max_concurrency
-                elif isinstance(tracking, HybridTracking) and tracking.s3 is not None:
-                    pool += tracking.s3.max_concurrency
+                pool += s3_tracking.max_concurrency if s3_tracking is not None else 0
                 s3 = await stack.enter_async_context(
                     _make_client(session, "s3", AioConfig(max_pool_connections=pool))
                 )
                 _count_calls(s3, api_calls)
-            if uses_sqs:
-                receivers = (
-                    tracking.receivers
-                    if isinstance(tracking, SqsTracking)
-                    else tracking.sqs.receivers
-                    if isinstance(tracking, HybridTracking) and tracking.sqs is not None
-                    else 4
-                )
+            if sqs_tracking is not None:
+                pool = sqs_tracking.receivers + 8
                 sqs = await stack.enter_async_context(
-                    _make_client(session, "sqs", AioConfig(max_pool_connections=receivers + 8))
+                    _make_client(session, "sqs", AioConfig(max_pool_connections=pool))
                 )
                 _count_calls(sqs, api_calls)
         except NoRegionError as exc:
