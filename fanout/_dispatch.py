@@ -37,7 +37,6 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
 )
 from contextlib import aclosing, asynccontextmanager
@@ -287,10 +286,15 @@ class Dispatcher:
         if not self._settle(submission.inference_id):
             return
         self._release_pending()
-        if submission.staged and self._delete_after and submission.input_location and self._stager:
-            await self._stager.delete(submission.input_location)
+        if submission.staged and submission.input_location:
+            await self._delete_staged(submission.input_location)
 
     # --------------------------------------------------------------- private
+
+    async def _delete_staged(self, uri: str) -> None:
+        """Delete an input fanout staged, when the staging location asks for it."""
+        if self._delete_after and self._stager is not None:
+            await self._stager.delete(uri)
 
     async def _take_pending(self) -> None:
         await self._pending_gate.acquire()
@@ -450,16 +454,14 @@ class Dispatcher:
             )
             if self._expect is not None:
                 self._expect(inference_id, self._deadline(request, submitted_at))
-            registered = True
             try:
                 response, attempts = await self._invoke(arguments, permit)
             except _Attempted as failure:
                 exc, attempts = failure.args
                 if self._forget is not None:
                     self._forget(inference_id)
-                registered = False
-                if staged_input is not None and self._delete_after and self._stager is not None:
-                    await self._stager.delete(staged_input)
+                if staged_input is not None:
+                    await self._delete_staged(staged_input)
                 self._raise_if_run_level(exc)
                 return self._reject(
                     request,
@@ -471,7 +473,7 @@ class Dispatcher:
                     submitted_at=submitted_at,
                 )
             except BaseException:
-                if registered and self._forget is not None:
+                if self._forget is not None:
                     # Cancelled mid-invoke: the caller will never hold a Submission to track.
                     self._forget(inference_id)
                 raise
@@ -612,6 +614,5 @@ async def _source(
         async for request in requests:
             yield request
     else:
-        iterator: Iterator[InferenceRequest] = iter(requests)
-        for request in iterator:
+        for request in requests:
             yield request

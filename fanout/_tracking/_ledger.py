@@ -159,19 +159,7 @@ class Ledger:
             self._tracked -= 1
             self._remember_resolved(inference_id)
             self._counts["expired"] += 1
-            expired.append(
-                Expired(
-                    inference_id=inference_id,
-                    id=submission.id,
-                    route=submission.route,
-                    output_location=submission.output_location,
-                    failure_location=submission.failure_location,
-                    deadline=deadline,
-                    attempts=submission.attempts,
-                    submitted_at=submission.submitted_at,
-                    completed_at=now,
-                )
-            )
+            expired.append(_expired(submission, now, deadline=deadline))
         return expired
 
     def next_deadline(self) -> float | None:
@@ -275,14 +263,34 @@ def outcome_of(submission: Submission, notification: Notification, now: float) -
             submitted_at=submission.submitted_at,
             completed_at=now,
         )
+    return _expired(
+        submission,
+        now,
+        deadline=submission.deadline,
+        output_location=notification.output_location,
+        failure_location=notification.failure_location,
+        failure_reason=notification.failure_reason or "the service reported the request as expired",
+    )
+
+
+def _expired(
+    submission: Submission,
+    now: float,
+    *,
+    deadline: float,
+    output_location: str | None = None,
+    failure_location: str | None = None,
+    failure_reason: str | None = None,
+) -> Expired:
+    """``Expired`` for a submission; the locations default to the submission's own."""
     return Expired(
         inference_id=submission.inference_id,
         id=submission.id,
         route=submission.route,
-        output_location=output_location,
-        failure_location=failure_location,
-        failure_reason=notification.failure_reason or "the service reported the request as expired",
-        deadline=submission.deadline,
+        output_location=output_location or submission.output_location,
+        failure_location=failure_location or submission.failure_location,
+        failure_reason=failure_reason,
+        deadline=deadline,
         attempts=submission.attempts,
         submitted_at=submission.submitted_at,
         completed_at=now,

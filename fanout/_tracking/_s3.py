@@ -26,7 +26,7 @@ import heapq
 import logging
 import posixpath
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -135,23 +135,15 @@ class S3Source:
             if due < self._next_wake:
                 self._wake.set()
             return
-        pairs: tuple[tuple[S3Location | None, Kind], ...] = ((output, "output"), (failure, "failure"))
-        for location, kind in pairs:
-            if location is not None:
-                self._group(location, kind).keys[location.key] = watch.inference_id
+        for location, kind in _places(watch):
+            self._group(location, kind).keys[location.key] = watch.inference_id
 
     def discard(self, inference_id: str) -> None:
         watch = self._watches.pop(inference_id, None)
         if watch is None or self.config.mode == "head":
             return
-        pairs: tuple[tuple[S3Location | None, Kind], ...] = (
-            (watch.output, "output"),
-            (watch.failure, "failure"),
-        )
-        for location, kind in pairs:
-            if location is None:
-                continue
-            group = self._groups.get((location.bucket, _directory(location.key), kind))
+        for location, kind in _places(watch):
+            group = self._groups.get(_group_key(location, kind))
             if group is not None:
                 group.keys.pop(location.key, None)
 
@@ -167,11 +159,10 @@ class S3Source:
                 await self._run_list(tg)
 
     def _group(self, location: S3Location, kind: Kind) -> _Group:
-        prefix = _directory(location.key)
-        ident: tuple[str, str, Kind] = (location.bucket, prefix, kind)
+        ident = _group_key(location, kind)
         group = self._groups.get(ident)
         if group is None:
-            group = self._groups[ident] = _Group(location.bucket, prefix, kind, self.config.interval)
+            group = self._groups[ident] = _Group(*ident, self.config.interval)
         return group
 
     async def _sleep(self, delay: float) -> None:
@@ -364,6 +355,19 @@ class S3Source:
         finally:
             self._slots.release()
             self._after_pass(group, found)
+
+
+def _places(watch: _Watch) -> Iterator[tuple[S3Location, Kind]]:
+    """The locations a watch looks at, with their kind."""
+    if watch.output is not None:
+        yield watch.output, "output"
+    if watch.failure is not None:
+        yield watch.failure, "failure"
+
+
+def _group_key(location: S3Location, kind: Kind) -> tuple[str, str, Kind]:
+    """The LIST-mode group of a location: its bucket, its directory and its kind."""
+    return location.bucket, _directory(location.key), kind
 
 
 def _directory(key: str) -> str:
