@@ -20,46 +20,31 @@ from tenacity import (
 )
 
 from .._exceptions import error_code, http_status
+from .._retry import classify
 
 __all__ = ["NOT_FOUND_CODES", "is_not_found", "is_transient", "retrying"]
 
 T = TypeVar("T")
 
-_THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "SlowDown",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Throttling, server errors and broken connections: worth another try."""
-    from botocore import exceptions as bce
+    """Throttling, server errors and broken connections: worth another try.
 
-    if isinstance(exc, bce.ClientError):
-        status = http_status(exc)
-        return error_code(exc) in _THROTTLING or (status is not None and status >= 500)
-    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectionError | bce.HTTPClientError):
+    The invoke classifier (``_retry.classify``) decides, widened for these read calls to any 5xx
+    and any aiohttp client error.
+    """
+    if classify(exc) != "fatal":
+        return True
+    status = http_status(exc)
+    if status is not None and status >= 500:
         return True
     try:
         import aiohttp
     except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
-        return isinstance(exc, TimeoutError | ConnectionError)
-    return isinstance(exc, TimeoutError | ConnectionError | aiohttp.ClientError)
+        return False
+    return isinstance(exc, aiohttp.ClientError)
 
 
 def is_not_found(exc: BaseException) -> bool:
