@@ -10,6 +10,9 @@ and the outcome is delivered exactly once: to a task blocked in ``wait(inference
 one, else into the stream read by ``async for outcome in tracker``. The stream holds at most
 ``max_pending`` outcomes; when it is full, delivery waits, and so do the sources behind it (their
 SQS messages keep their visibility extended meanwhile). Only then is the SQS message deleted.
+A notification that arrives before ``track()`` is the exception: the ledger holds it in memory and
+its message is deleted at once, so the outcome depends on this process from then on (a resumed
+``fanout run`` recovers such outcomes through S3).
 
 A result that cannot be fetched after retries becomes ``Failed`` with a reason that says so: the
 caller asked for the bytes and did not get them, and ``output_location`` still says where they are.
