@@ -58,7 +58,7 @@ from ._config import (
     Staging,
     inference_deadline,
 )
-from ._exceptions import ConfigError, CredentialsError, FanoutError, map_aws_errors
+from ._exceptions import ConfigError, FanoutError, map_aws_errors
 from ._models import InferenceRequest, Rejected, Route, Submission
 from ._payload import (
     Invalid,
@@ -236,10 +236,11 @@ class Dispatcher:
         """Run-level preflight: credentials are present, and the staging bucket exists."""
         signer = getattr(self._runtime, "_request_signer", None)
         if signer is not None and getattr(signer, "_credentials", True) is None:
-            raise CredentialsError(
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "AWS_PROFILE, or another source of the standard chain"
-            )
+            from botocore.exceptions import NoCredentialsError
+
+            # The one boundary words the error, as it does when botocore finds out on the first call.
+            with map_aws_errors():
+                raise NoCredentialsError()
         if self._stager is not None:
             await self._stager.check()
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
 from ._emu_config import FaultConfig, NotificationFaults
+from ._sns import Deliver
 
 __all__ = ["Action", "Deliver", "FaultInjector", "NotificationFaultInjector", "TokenBucket"]
 
 Action: TypeAlias = Literal["pass", "throttle", "error", "drop"]
-Deliver: TypeAlias = Callable[[str, str, "dict[str, Any] | None"], None]
 
 
 class TokenBucket:
