@@ -128,6 +128,7 @@ async def drain(tracker: Tracker, count: int, emitted: dict[str, float] | None =
     async for outcome in tracker:
         if emitted is not None and outcome.inference_id is not None:
             emitted[outcome.inference_id] = time.perf_counter()
+        tracker.acknowledge(outcome.inference_id or "")
         received += 1
         if received == count:
             return

@@ -9,7 +9,21 @@ No user interface here (that is ``_cli``). Three tasks share one task group:
   to the writer;
 * the *consumer* reads the client's outcome stream;
 * the *writer* batches outcomes, records them in the journal and appends their
-  lines to the output, exactly once (see ``_journal``).
+  lines to the output, exactly once (see ``_journal``), and only then acknowledges
+  them, so a notification leaves the SQS queue only once its line is durable.
+
+Nothing is written before the start-up checks pass: the paths are distinct files
+(checked first), the journal is locked, the client checked region, credentials,
+queue and staging bucket, and the endpoint proved to exist by accepting a request
+(or nothing needed sending). Until then the writer holds the outcomes back, and a
+configuration error leaves an earlier output untouched.
+
+**Requests in doubt** (sent, but no 202 was recorded: a run killed mid-send, or a
+connection lost after sending) are sent again under the same inference id by
+default: exactly-once output, at-least-once processing. With ``at_most_once`` they
+are tracked instead, for ``RetryPolicy.in_doubt_wait`` seconds (on resume with SQS,
+at least the visibility timeout plus a long poll, since a killed run's receives hide
+messages that long), then reported ``expired``.
 
 Without ``--journal`` a temporary journal still finds duplicate ids, on disk.
 """
@@ -41,10 +55,11 @@ from ._config import (
     Staging,
     Tracking,
 )
-from ._exceptions import ConfigError, JournalError, unwrap_task_errors
+from ._exceptions import ConfigError, CredentialsError, EndpointNotFound, JournalError, unwrap_task_errors
 from ._journal import ACCEPTED, DONE, READ, SENDING, Journal, JournalRow, Outstanding
 from ._jsonl import LineDefaults, format_outcome, parse_line
-from ._models import Expired, InferenceRequest, Outcome, Rejected, Route, Submission
+from ._models import IN_DOUBT_REASON, Expired, InferenceRequest, Outcome, Rejected, Route, Submission
+from ._paths import check_distinct
 from ._payload import Invalid, choose_route
 from ._runner import Client, ReportBuilder, RunReport, _open
 
@@ -53,13 +68,12 @@ __all__ = ["Batch", "BatchOptions", "BatchResult", "Progress", "count_lines"]
 _CHUNK_LINES = 256
 _CHUNK_BYTES = 1 << 20
 _WRITE_BATCH = 512
-_DEFAULT_RECONCILE_AFTER = 30.0
+_RECONCILE_AFTER = 30.0
 _STOP_DRAIN_SECONDS = 5.0
 _STOP_QUIET_SECONDS = 0.3
-_IN_DOUBT = (
-    "in doubt: an earlier run stopped while sending this request and no notification arrived in time; "
-    "it may never have reached the endpoint, and it was not sent again (send it again if needed)"
-)
+_HOLD_BEFORE_READY = 10_000
+"""Outcomes held back before the endpoint proved to exist; past this many, the output is opened."""
+_FLOOR_MARGIN = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,10 +93,6 @@ class BatchOptions:
     fetch: bool = True
     defaults: LineDefaults = field(default_factory=LineDefaults)
     journal: str | None = None
-    resume_wait: float | None = None
-    """On resume, how long a request sent by the earlier run waits for its notification before the
-    fallback: an S3 lookup when it was accepted, ``expired`` when it is in doubt. ``None``: S3
-    after 30 seconds, and in-doubt requests wait until their own deadline."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +108,11 @@ class Progress:
     outstanding: int
     earlier: int
     """Lines done by earlier runs of this journal (skipped now)."""
+    resends: int = 0
+    in_doubt: int = 0
+    """Requests in doubt whose notification is awaited now (see ``in_doubt_until``)."""
+    in_doubt_until: float | None = None
+    """When the last of them is given up on (POSIX time)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +126,10 @@ class BatchResult:
     earlier: int
     resumed: int
     """Requests sent by an earlier run that this run tracked again."""
+    in_doubt_wait: float | None = None
+    """How long requests in doubt were awaited, when this run awaited any."""
+    in_doubt_floor: float | None = None
+    """Set when ``in_doubt_wait`` was raised above the asked value, to this minimum."""
 
 
 class Batch:
@@ -122,12 +141,23 @@ class Batch:
                 "--journal needs an output file, not standard output: on resume it repairs the "
                 "output's last lines"
             )
+        check_distinct(
+            {"the input": options.input, "-o/--output": options.output, "--journal": options.journal}
+        )
         self.options = options
         self._session = session
         self._client: Client | None = None
         self._lines: dict[str, tuple[int, int]] = {}
         self._resumed: dict[str, tuple[int, int]] = {}
-        self._in_doubt: set[str] = set()
+        self._awaiting: dict[str, float] = {}
+        """Requests in doubt being awaited, with their deadlines."""
+        self._resent: set[str] = set()
+        """Requests in doubt from an earlier run that this run sends again."""
+        self._in_doubt_wait = options.retry.in_doubt_wait
+        self._in_doubt_floor: float | None = None
+        self._in_doubt_awaited = 0
+        self._ready = anyio.Event()
+        """Set once nothing stands in the way of writing the output (see the module docstring)."""
         self._read = 0
         self._submitted = 0
         self._earlier = 0
@@ -164,6 +194,9 @@ class Batch:
             current_limit=stats.dispatcher.current_limit,
             outstanding=stats.outstanding,
             earlier=self._earlier,
+            resends=stats.dispatcher.resends + len(self._resent),
+            in_doubt=len(self._awaiting),
+            in_doubt_until=max(self._awaiting.values(), default=None),
         )
 
     async def run(self, *, stop: anyio.Event | None = None) -> BatchResult:
@@ -172,14 +205,19 @@ class Batch:
         their outcomes."""
         stop = stop if stop is not None else anyio.Event()
         options = self.options
+        self._check_output_writable()
         journal = self._open_journal()
+        output = _Output(options.output, journal)
+        failure: BaseException | None = None
         try:
-            with self._open_output(journal) as output, self._open_input() as source:
-                journal.attach_output(output)
+            with output, self._open_input() as source:
+                if journal.resumed:
+                    # An earlier run's output: checked and repaired before anything else happens.
+                    output.open()
                 earlier = journal.statuses() if journal.resumed else {}
                 self._earlier = sum(earlier.values())
-                resumed = self._resume(journal.outstanding() if journal.resumed else ())
                 tracking = self._tracking(journal.resumed)
+                resumed = self._resume(journal.outstanding() if journal.resumed else (), tracking)
                 observer = _JournalObserver(journal, self)
                 async with _open(
                     endpoint_name=options.endpoint_name,
@@ -191,10 +229,12 @@ class Batch:
                     fetch=options.fetch,
                     session=self._session,
                     observer=observer,
+                    acknowledge="manual",
                 ) as client:
                     self._client = client
                     report = ReportBuilder(client)
-                    stopped = await self._pump(client, journal, source, resumed, report, stop)
+                    stopped = await self._pump(client, journal, output, source, resumed, report, stop)
+                    report.extra_resends = len(self._resent)
                     result = report.build()
             statuses = dict(earlier)
             for status, count in result.by_status.items():
@@ -205,9 +245,28 @@ class Batch:
                 statuses={status: count for status, count in statuses.items() if count},
                 earlier=self._earlier,
                 resumed=len(resumed),
+                in_doubt_wait=self._in_doubt_wait if self._in_doubt_awaited else None,
+                in_doubt_floor=self._in_doubt_floor,
             )
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
+            discard = failure is not None and self._nothing_sent(journal, output, failure)
             journal.close()
+            if discard and options.journal is not None:
+                # A journal this run created for a run that sent nothing (say, a mistyped endpoint)
+                # would only stand in the way of the corrected command: its fingerprint differs.
+                Journal.remove(options.journal)
+
+    def _nothing_sent(self, journal: Journal, output: _Output, failure: BaseException) -> bool:
+        """Whether this run created the journal and nothing it records can have reached the endpoint."""
+        if self.options.journal is None or journal.resumed or output.opened or self.accepted_any:
+            return False
+        if isinstance(failure, EndpointNotFound | CredentialsError):
+            return True  # whatever was on the wire was refused like the request that said so
+        rows = journal.statistics()
+        return not rows.sending and not rows.accepted
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -222,19 +281,16 @@ class Batch:
         }
         return Journal.open(options.journal, fingerprint=fingerprint)
 
-    @contextmanager
-    def _open_output(self, journal: Journal) -> Iterator[BinaryIO]:
+    def _check_output_writable(self) -> None:
+        """Fail now, not once the run is under way, when the output cannot be written."""
         path = self.options.output
         if path == "-":
-            yield sys.stdout.buffer
             return
-        mode = "r+b" if journal.resumed and os.path.exists(path) else "w+b"
-        try:
-            output = cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise ConfigError(f"cannot write the output {path!r}: {exc.strerror}") from exc
-        with output:
-            yield output
+        if os.path.isdir(path):
+            raise ConfigError(f"the output {path!r} is a directory")
+        target = path if os.path.exists(path) else (os.path.dirname(os.path.abspath(path)) or ".")
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"cannot write the output {path!r}: permission denied")
 
     @contextmanager
     def _open_input(self) -> Iterator[BinaryIO]:
@@ -249,31 +305,43 @@ class Batch:
         with source:
             yield source
 
-    def _resume(self, outstanding: Iterable[Outstanding]) -> list[Submission]:
-        wait = self.options.resume_wait
+    def _resume(self, outstanding: Iterable[Outstanding], tracking: Tracking) -> list[Submission]:
+        """The submissions of an earlier run to track again.
+
+        Requests in doubt are sent again when their line is read, unless ``at_most_once``: then
+        they are tracked for the in-doubt wait, which with SQS is at least the visibility timeout
+        plus a long poll, because a killed run's receives keep their messages hidden that long.
+        """
+        at_most_once = self.options.retry.at_most_once
+        sqs = tracking.sqs if isinstance(tracking, HybridTracking) else tracking
+        if at_most_once and isinstance(sqs, SqsTracking):
+            floor = sqs.visibility_timeout + sqs.wait_time_seconds + _FLOOR_MARGIN
+            if self._in_doubt_wait < floor:
+                self._in_doubt_wait = self._in_doubt_floor = floor
         now = time.time()
         submissions = []
         for item in outstanding:
-            submission = item.submission
-            if item.in_doubt and wait is not None:
-                submission = replace(submission, deadline=min(submission.deadline, now + wait))
-            self._resumed[submission.inference_id] = (item.line, item.crc)
-            if item.in_doubt:
-                self._in_doubt.add(submission.inference_id)
-            submissions.append(submission)
-        if submissions:
             self.accepted_any = True
+            if item.in_doubt and not at_most_once:
+                continue
+            submission = item.submission
+            if item.in_doubt:
+                deadline = now + self._in_doubt_wait
+                submission = replace(submission, deadline=deadline, in_doubt=True)
+                self._awaiting[submission.inference_id] = deadline
+                self._in_doubt_awaited += 1
+            self._resumed[submission.inference_id] = (item.line, item.crc)
+            submissions.append(submission)
         return submissions
 
     def _tracking(self, resuming: bool) -> Tracking:
         tracking = self.options.tracking
         if resuming and isinstance(tracking, SqsTracking):
-            # The earlier run may have deleted a notification whose outcome it never wrote down, and
-            # its unfinished long polls may still take a few new ones (SQS hides a message received
-            # by a poll whose client is gone for the visibility timeout): look in S3 as well.
+            # Accepted requests of the earlier run whose notification that run took but never
+            # acknowledged reappear only after the visibility timeout; S3 may have them sooner.
             return HybridTracking(
                 queue_url=tracking.queue_url,
-                reconcile_after=self.options.resume_wait or _DEFAULT_RECONCILE_AFTER,
+                reconcile_after=min(self._in_doubt_wait, _RECONCILE_AFTER),
                 sqs=tracking,
                 s3=S3Tracking(mode="head", grace_period=tracking.grace_period),
             )
@@ -285,6 +353,7 @@ class Batch:
         self,
         client: Client,
         journal: Journal,
+        output: _Output,
         source: BinaryIO,
         resumed: list[Submission],
         report: ReportBuilder,
@@ -296,8 +365,8 @@ class Batch:
 
         async def leave_when_fed(consuming: anyio.CancelScope) -> None:
             # With a journal a stop does not wait for outcomes: once nothing is on the wire, leave.
-            # First write down the outcomes already received: the tracker has deleted (or is about
-            # to delete) their notifications, so the next run could only find them in S3.
+            # First write down the outcomes already received, so the next run need not wait for
+            # their notifications to become visible again.
             with watcher:
                 await stop.wait()
                 await fed.wait()
@@ -310,7 +379,7 @@ class Batch:
 
         with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, journal, receive, report)
+                tg.start_soon(self._writer, client, journal, output, receive, report)
                 try:
                     with anyio.CancelScope() as consuming:
                         if self.options.journal is not None:
@@ -321,6 +390,8 @@ class Batch:
                                 self._consumed += 1
                                 located = self._locate(outcome)
                                 await send.send((*located, self._explain(outcome)))
+                    # Finished (or stopped) without a run-level error: what waits may be written.
+                    self._ready.set()
                 finally:
                     watcher.cancel()
                     # The writer drains what is queued, then ends.
@@ -328,9 +399,24 @@ class Batch:
         return stop.is_set()
 
     def _explain(self, outcome: Outcome) -> Outcome:
-        if isinstance(outcome, Expired) and outcome.inference_id in self._in_doubt:
-            return replace(outcome, failure_reason=_IN_DOUBT)
+        """Word an in-doubt expiry in the terms of the command line."""
+        awaited = self._awaiting.pop(outcome.inference_id or "", None) is not None
+        if awaited and isinstance(outcome, Expired) and outcome.failure_reason == IN_DOUBT_REASON:
+            return replace(outcome, failure_reason=self._in_doubt_reason())
         return outcome
+
+    def _in_doubt_reason(self) -> str:
+        wait = f"{self._in_doubt_wait:,.0f} s (--resume-wait)"
+        if self.options.retry.at_most_once:
+            return (
+                "in doubt: the invoke may have reached the endpoint (sent, but no 202 was recorded); "
+                f"no notification arrived within {wait}, and --at-most-once kept it from being sent "
+                "again. Rerun the line if it is safe to process it twice."
+            )
+        return (
+            "in doubt: the invoke may have reached the endpoint (a connection broke after sending), "
+            f"retries ran out, and no notification arrived within {wait}"
+        )
 
     def _locate(self, outcome: Outcome) -> tuple[int, int]:
         if outcome.inference_id is not None:
@@ -350,6 +436,7 @@ class Batch:
         stop: anyio.Event,
     ) -> AsyncIterator[InferenceRequest]:
         options = self.options
+        resend_in_doubt = not options.retry.at_most_once
         rows = journal.rows()
         row: JournalRow | None = next(rows, None)
         number = 0
@@ -375,7 +462,7 @@ class Batch:
                             f"line {number} of the input is not the line the journal recorded; "
                             "the input changed since the earlier run"
                         )
-                    if known.state in (DONE, SENDING, ACCEPTED):
+                    if known.state in (DONE, ACCEPTED) or (known.state == SENDING and not resend_in_doubt):
                         continue
                 parsed = parse_line(raw, number, options.defaults, now=time.time())
                 if isinstance(parsed, Rejected):
@@ -383,8 +470,11 @@ class Batch:
                     await rejected.send((number, crc, parsed))
                     continue
                 assert parsed.id is not None
-                if known is not None and known.state == READ and known.inference_id is not None:
+                if known is not None and known.state in (READ, SENDING) and known.inference_id is not None:
                     inference_id = known.inference_id
+                    if known.state == SENDING:
+                        # In doubt: sent again under the same id, which the endpoint may run twice.
+                        self._resent.add(inference_id)
                 else:
                     inference_id = parsed.inference_id or str(uuid.uuid4())
                     conflict = journal.claim(
@@ -419,10 +509,13 @@ class Batch:
 
     async def _writer(
         self,
+        client: Client,
         journal: Journal,
+        output: _Output,
         receive: MemoryObjectReceiveStream[tuple[int, int, Outcome]],
         report: ReportBuilder,
     ) -> None:
+        held: list[tuple[int, int, Outcome]] = []
         async with receive:
             async for first in receive:
                 batch = [first]
@@ -431,11 +524,62 @@ class Batch:
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                records = []
-                for line, crc, outcome in batch:
-                    report.add(outcome)
-                    records.append((line, crc, outcome.status, format_outcome(outcome)))
-                journal.write(records)
+                held.extend(batch)
+                if self._ready.is_set() or len(held) >= _HOLD_BEFORE_READY:
+                    self._write(client, journal, output, held, report)
+                    held = []
+        if held and self._ready.is_set():
+            self._write(client, journal, output, held, report)
+
+    def _write(
+        self,
+        client: Client,
+        journal: Journal,
+        output: _Output,
+        batch: list[tuple[int, int, Outcome]],
+        report: ReportBuilder,
+    ) -> None:
+        output.open()
+        records = []
+        for line, crc, outcome in batch:
+            report.add(outcome)
+            records.append((line, crc, outcome.status, format_outcome(outcome)))
+        journal.write(records)
+        # Durable now: the notifications may leave the queue.
+        client.acknowledge(*(outcome for _, _, outcome in batch))
+
+
+class _Output:
+    """The output file, opened only when the first line is written (or a resume repairs it):
+    until then an earlier file at that path is left as it was."""
+
+    def __init__(self, path: str, journal: Journal) -> None:
+        self._path = path
+        self._journal = journal
+        self._file: BinaryIO | None = None
+        self.opened = False
+
+    def open(self) -> None:
+        if self.opened:
+            return
+        self.opened = True
+        path = self._path
+        if path == "-":
+            self._journal.attach_output(sys.stdout.buffer)
+            return
+        mode = "r+b" if self._journal.resumed and os.path.exists(path) else "w+b"
+        try:
+            self._file = cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed in __exit__
+        except OSError as exc:
+            raise ConfigError(f"cannot write the output {path!r}: {exc.strerror}") from exc
+        self._journal.attach_output(self._file)
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 class _JournalObserver:
@@ -446,8 +590,18 @@ class _JournalObserver:
     def expecting(self, inference_id: str, deadline: float) -> None:
         self._journal.mark_sending(inference_id, deadline, time.time())
 
+    def unsent(self, inference_id: str) -> None:
+        if inference_id not in self._batch._resent:  # an earlier run's attempt may have arrived
+            self._journal.mark_unsent(inference_id)
+
     def accepted(self, submission: Submission) -> None:
-        self._batch.accepted_any = True
+        batch = self._batch
+        batch.accepted_any = True
+        if submission.in_doubt:
+            batch._awaiting[submission.inference_id] = submission.deadline
+            batch._in_doubt_awaited += 1
+        else:
+            batch._ready.set()
         self._journal.mark_accepted(submission)
 
 

@@ -16,12 +16,15 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, NoReturn, TextIO
 
 import anyio
 
 from ._batch import Batch, BatchOptions, BatchResult, Progress, count_lines
 from ._config import (
+    DEFAULT_RETRY,
     HybridTracking,
     Limits,
     PayloadMode,
@@ -120,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-url", metavar="URL", help=f"SQS queue for sqs and hybrid (default: ${_ENV_QUEUE_URL})"
     )
     run.add_argument(
+        "--reconcile-after",
+        type=_positive_float,
+        default=HybridTracking.__dataclass_fields__["reconcile_after"].default,
+        metavar="SECONDS",
+        help=(
+            "hybrid: how long after acceptance a request without a notification is looked up in S3 "
+            "(default: %(default)g)"
+        ),
+    )
+    run.add_argument(
         "--payload",
         choices=("auto", "inline", "s3"),
         default="auto",
@@ -160,10 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume-wait",
         type=_positive_float,
+        default=DEFAULT_RETRY.in_doubt_wait,
         metavar="SECONDS",
         help=(
-            "on resume, how long a request the earlier run sent waits for its notification before an S3 "
-            "lookup (accepted) or being reported expired (in doubt: maybe never received)"
+            "how long a request in doubt (sent, but no 202 came) waits for its notification before it "
+            "is reported expired; on resume with SQS at least the visibility timeout plus a long poll "
+            "(default: %(default)g)"
+        ),
+    )
+    run.add_argument(
+        "--at-most-once",
+        action="store_true",
+        help=(
+            "never send a request twice: a request in doubt is awaited, not sent again under the same "
+            "inference id (by default it is, so the endpoint may run it twice; the output has it once)"
         ),
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
@@ -210,7 +233,9 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
                 "--tracker s3 polls S3 instead"
             )
         tracking = (
-            SqsTracking(queue_url=queue_url) if args.tracker == "sqs" else HybridTracking(queue_url=queue_url)
+            SqsTracking(queue_url=queue_url)
+            if args.tracker == "sqs"
+            else HybridTracking(queue_url=queue_url, reconcile_after=args.reconcile_after)
         )
     else:
         tracking = S3Tracking()
@@ -235,6 +260,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         limits=Limits(
             max_in_flight=args.max_in_flight, max_pending=args.max_pending, max_per_second=args.rate
         ),
+        retry=replace(DEFAULT_RETRY, at_most_once=args.at_most_once, in_doubt_wait=args.resume_wait),
         payload=payload,
         staging=staging,
         fetch=not args.no_fetch,
@@ -244,7 +270,6 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
             invocation_timeout_seconds=args.invocation_timeout,
         ),
         journal=args.journal,
-        resume_wait=args.resume_wait,
     )
 
 
@@ -301,6 +326,8 @@ def render_summary(result: BatchResult, code: int, stream: TextIO) -> None:
     row("inline", f"{report.inline:,}")
     row("s3", f"{report.s3:,}")
     row("retries", f"{report.retries:,}")
+    row("re-sent", f"{report.resends:,}")
+    row("in doubt", f"{report.in_doubt:,}")
     row("throttles", f"{report.throttles:,}")
     table.add_section()
     row("p50 to completion", _seconds(report.p50))
@@ -313,6 +340,21 @@ def render_summary(result: BatchResult, code: int, stream: TextIO) -> None:
     console.print(table)
     if result.resumed:
         console.print(f"resumed: tracked {result.resumed:,} requests sent by an earlier run")
+    if report.resends:
+        console.print(
+            f"re-sent: {report.resends:,} requests in doubt were sent again under the same inference id; "
+            "the endpoint may have run them twice (each has one output line; --at-most-once avoids this)"
+        )
+    if result.in_doubt_wait is not None:
+        note = (
+            f"in doubt: requests without a 202 waited up to {result.in_doubt_wait:,.0f} s for a notification"
+        )
+        if result.in_doubt_floor is not None:
+            note += (
+                " (raised from --resume-wait: a killed run's SQS receives hide messages for the "
+                "visibility timeout plus a long poll)"
+            )
+        console.print(note)
     if result.stopped:
         console.print("stopped: rerun the same command with the same --journal to finish")
     console.print(f"exit code {code}")
@@ -376,10 +418,14 @@ class _Display:
 def _detail(snapshot: Progress, throttle_rate: float) -> str:
     completed = sum(snapshot.completed.values())
     not_ok = completed - snapshot.completed.get("succeeded", 0)
-    return (
+    detail = (
         f"submitted {snapshot.submitted:,} · accepted {snapshot.accepted:,} · completed {completed:,} · "
         f"failed {not_ok:,} · throttles {throttle_rate:.1f}/s · limit {snapshot.current_limit}"
     )
+    if snapshot.in_doubt and snapshot.in_doubt_until is not None:
+        until = datetime.fromtimestamp(snapshot.in_doubt_until).strftime("%H:%M:%S")
+        detail += f" · awaiting {snapshot.in_doubt:,} in doubt until {until} (--resume-wait shortens it)"
+    return detail
 
 
 # -- running ----------------------------------------------------------------------------------------

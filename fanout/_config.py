@@ -116,10 +116,22 @@ class RetryPolicy:
     wait_initial: float = 0.05
     wait_max: float = 20.0
     adaptive: bool = True
+    at_most_once: bool = False
+    """Never send a request twice. By default an attempt that may have reached the endpoint
+    without an answer (the connection broke after sending: the 202 may be lost) is retried under
+    the same inference id, so the endpoint may run it twice while its outcome is still reported
+    once. With ``at_most_once`` such a request is not retried but tracked *in doubt*."""
+    in_doubt_wait: float = 300.0
+    """How long, in seconds, a request in doubt waits for its notification before it is reported
+    ``Expired``. In doubt: it may have been accepted, but no 202 came (and ``at_most_once``, or
+    retries that ran out, kept it from being sent again)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
             raise ConfigError(f"attempts must be an integer of 1 or more, got {self.attempts!r}")
+        if not isinstance(self.at_most_once, bool):
+            raise ConfigError(f"at_most_once must be True or False, got {self.at_most_once!r}")
+        _positive("in_doubt_wait", self.in_doubt_wait)
         _positive("timeout", self.timeout)
         _positive("wait_initial", self.wait_initial)
         _positive("wait_max", self.wait_max)

@@ -41,7 +41,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from anyio.abc import TaskGroup
@@ -68,7 +68,16 @@ from ._payload import (
     validate_endpoint_name,
     validate_request,
 )
-from ._retry import AdaptiveLimiter, Permit, Signal, classify, describe, retrying, signal_of
+from ._retry import (
+    AdaptiveLimiter,
+    Permit,
+    Signal,
+    classify,
+    delivery_of,
+    describe,
+    retrying,
+    signal_of,
+)
 
 __all__ = [
     "Dispatcher",
@@ -89,7 +98,13 @@ class DispatcherStatistics:
     pending: int
     """``max_pending`` tokens taken: requests being submitted plus accepted ones not yet completed."""
     accepted: int
+    """Invokes answered with a 202 (in-doubt requests are not counted here)."""
     rejected: int
+    resends: int = 0
+    """Attempts sent again under the same inference id after an attempt that may have reached the
+    endpoint without an answer: the endpoint may run such a request twice."""
+    in_doubt: int = 0
+    """Requests tracked without a 202, because they may have been accepted (see ``Submission.in_doubt``)."""
     retries_by_class: Mapping[str, int] = field(default_factory=dict)
     """Retries made, by error class: ``throttle`` and ``transient``."""
     throttles: int
@@ -163,6 +178,15 @@ class _RunFailed(Exception):
     """Carries a run-level error out of a worker without an exception group."""
 
 
+class _Halted(FanoutError):
+    """The run is stopping for a run-level error: no new attempt leaves."""
+
+
+_HALT_GRACE = 5.0
+"""After a run-level error, how long the attempts already on the wire may take to be answered, so
+that whether they were accepted is known rather than in doubt."""
+
+
 class Dispatcher:
     """Submits InvokeEndpointAsync calls within explicit limits. See the module docstring."""
 
@@ -177,7 +201,7 @@ class Dispatcher:
         payload: PayloadMode = "auto",
         staging: Staging | None = None,
         expect: Callable[[str, float], None] | None = None,
-        forget: Callable[[str], None] | None = None,
+        forget: Callable[[str, bool], None] | None = None,
         grace_period: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -205,10 +229,13 @@ class Dispatcher:
             limits.max_in_flight, max_per_second=limits.max_per_second, adaptive=retry.adaptive
         )
         self._pending_gate = anyio.Semaphore(limits.max_pending)
+        self._halted = False
         self._pending = 0
         self._outstanding: Counter[str] = Counter()
         self._accepted = 0
         self._rejected = 0
+        self._resends = 0
+        self._in_doubt = 0
         self._throttles = 0
         self._retries: Counter[str] = Counter()
         self._routes: Counter[str] = Counter()
@@ -222,6 +249,8 @@ class Dispatcher:
             pending=self._pending,
             accepted=self._accepted,
             rejected=self._rejected,
+            resends=self._resends,
+            in_doubt=self._in_doubt,
             retries_by_class={"throttle": self._retries["throttle"], "transient": self._retries["transient"]},
             throttles=self._throttles,
             current_limit=limiter.limit,
@@ -279,6 +308,8 @@ class Dispatcher:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            self._halted = False
         if failures:
             raise failures[0]
 
@@ -313,7 +344,7 @@ class Dispatcher:
         failures: list[FanoutError],
     ) -> None:
         async with send, aclosing(_source(requests)) as source:
-            while True:
+            while not self._halted:
                 # Read first, then wait: a source that has ended must not wait for a token.
                 try:
                     request = await anext(source)
@@ -344,6 +375,7 @@ class Dispatcher:
                 outcome = await self._process(request, permit, checked=True)
             except _RunFailed as exc:
                 failures.append(exc.args[0])
+                await self._halt()
                 tg.cancel_scope.cancel()
                 return
             try:
@@ -353,6 +385,13 @@ class Dispatcher:
                     # Nobody will ever see this submission, so nobody would complete it.
                     self._abandon(outcome)
                 raise
+
+    async def _halt(self) -> None:
+        """Stop sending, and give the attempts on the wire a moment to be answered."""
+        self._halted = True
+        with anyio.move_on_after(_HALT_GRACE):
+            while self._limiter.in_flight:
+                await anyio.sleep(0.01)
 
     def _settle(self, inference_id: str) -> bool:
         """Forget one accepted submission; false when it was never accepted or already settled."""
@@ -380,7 +419,7 @@ class Dispatcher:
             return
         self._release_pending()
         if self._forget is not None:
-            self._forget(submission.inference_id)
+            self._forget(submission.inference_id, True)
 
     def _reject(
         self,
@@ -455,28 +494,38 @@ class Dispatcher:
             )
             if self._expect is not None:
                 self._expect(inference_id, self._deadline(request, submitted_at))
+            fate = _Fate()
             try:
-                response, attempts = await self._invoke(arguments, permit)
+                response = await self._invoke(arguments, permit, fate)
             except _Attempted as failure:
-                exc, attempts = failure.args
+                exc = failure.args[0]
+                if self._is_run_level(exc):
+                    if self._forget is not None:
+                        self._forget(inference_id, fate.unanswered)
+                    self._raise_run_level(exc)
+                if fate.unanswered:
+                    # It may have been accepted: track it rather than call it rejected.
+                    accepted = True
+                    return self._in_doubt_submission(
+                        request, inference_id, route, input_location, staged_input, submitted_at, fate
+                    )
                 if self._forget is not None:
-                    self._forget(inference_id)
+                    self._forget(inference_id, False)
                 if staged_input is not None:
                     await self._delete_staged(staged_input)
-                self._raise_if_run_level(exc)
                 return self._reject(
                     request,
                     describe(exc),
                     inference_id=inference_id,
                     route=route,
                     error=exc,
-                    attempts=attempts,
+                    attempts=fate.attempts,
                     submitted_at=submitted_at,
                 )
             except BaseException:
                 if self._forget is not None:
                     # Cancelled mid-invoke: the caller will never hold a Submission to track.
-                    self._forget(inference_id)
+                    self._forget(inference_id, fate.unanswered)
                 raise
             finally:
                 permit = None
@@ -492,7 +541,7 @@ class Dispatcher:
                 input_location=input_location,
                 output_location=response.get("OutputLocation"),
                 failure_location=response.get("FailureLocation"),
-                attempts=attempts,
+                attempts=fate.attempts,
                 submitted_at=submitted_at,
                 accepted_at=accepted_at,
                 deadline=self._deadline(request, accepted_at),
@@ -505,6 +554,35 @@ class Dispatcher:
         finally:
             if permit is not None:
                 self._limiter.release(permit)
+
+    def _in_doubt_submission(
+        self,
+        request: InferenceRequest,
+        inference_id: str,
+        route: Route,
+        input_location: str | None,
+        staged_input: str | None,
+        submitted_at: float,
+        fate: _Fate,
+    ) -> Submission:
+        now = self._clock()
+        self._in_doubt += 1
+        self._routes[route] += 1
+        self._outstanding[inference_id] += 1
+        return Submission(
+            inference_id=inference_id,
+            id=request.id,
+            route=route,
+            input_location=input_location,
+            output_location=None,
+            failure_location=None,
+            attempts=fate.attempts,
+            submitted_at=submitted_at,
+            accepted_at=now,
+            deadline=now + self._retry.in_doubt_wait,
+            staged=staged_input is not None,
+            in_doubt=True,
+        )
 
     def _deadline(self, request: InferenceRequest, since: float) -> float:
         return inference_deadline(
@@ -541,8 +619,8 @@ class Dispatcher:
                 submitted_at=submitted_at,
             )
 
-    async def _invoke(self, arguments: dict[str, Any], permit: Permit | None) -> tuple[dict[str, Any], int]:
-        """Invoke with retries. Raises ``_Attempted(last error, attempts)`` when it gives up.
+    async def _invoke(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
+        """Invoke with retries. Raises ``_Attempted(last error)`` when it gives up.
 
         The first attempt runs outside tenacity: most requests succeed at once, and building a
         retry controller per request costs as much CPU as a tenth of the invoke itself. Only a
@@ -550,28 +628,31 @@ class Dispatcher:
         stop conditions and the retry counts are exactly tenacity's.
         """
         try:
-            return await self._attempt(arguments, permit), 1
+            return await self._attempt(arguments, permit, fate)
         except Exception as exc:
             first: Exception | None = exc
-        attempts = 0
         try:
             async for attempt in retrying(self._retry, before_sleep=self._count_retry):
                 with attempt:
-                    attempts += 1
                     if first is not None:
                         replay, first = first, None
                         raise replay
-                    return await self._attempt(arguments, None), attempts
+                    return await self._attempt(arguments, None, fate)
         except Exception as exc:
-            raise _Attempted(exc, attempts) from exc
+            raise _Attempted(exc) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
-    async def _attempt(self, arguments: dict[str, Any], permit: Permit | None) -> dict[str, Any]:
+    async def _attempt(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
         """One invoke call under a limiter permit, reporting its result to the controller."""
         limiter = self._limiter
+        if self._halted:
+            if permit is not None:
+                limiter.release(permit)
+            raise _Halted("the run stopped before this request was sent")
         if permit is None:
             permit = await limiter.acquire()
         signal: Signal = "neutral"
+        fate.attempts += 1
         try:
             response: dict[str, Any] = await self._runtime.invoke_endpoint_async(**arguments)
             signal = "success"
@@ -580,6 +661,12 @@ class Dispatcher:
             signal = signal_of(exc)
             if classify(exc) == "throttle":
                 self._throttles += 1
+            if delivery_of(exc) == "unknown":
+                fate.unanswered = True
+            raise
+        except BaseException:
+            # Cancelled while the request was on the wire: it may have arrived.
+            fate.unanswered = True
             raise
         finally:
             limiter.release(permit, signal)
@@ -589,23 +676,44 @@ class Dispatcher:
         exc = outcome.exception() if outcome is not None else None
         if exc is not None:
             self._retries[classify(exc)] += 1
+            if delivery_of(exc) == "unknown":
+                self._resends += 1
 
-    def _raise_if_run_level(self, exc: BaseException) -> None:
-        """Turn a missing endpoint, missing credentials or an unreachable service into a run-level error."""
+    def _is_run_level(self, exc: BaseException) -> bool:
         from botocore import exceptions as bce
 
-        if classify(exc) == "fatal" or isinstance(exc, bce.EndpointConnectionError):
-            try:
-                with map_aws_errors(endpoint_name=self.endpoint_name):
-                    raise exc
-            except FanoutError as mapped:
-                raise _RunFailed(mapped) from exc
-            except Exception:
-                return
+        if classify(exc) != "fatal" and not isinstance(exc, bce.EndpointConnectionError):
+            return False
+        try:
+            with map_aws_errors(endpoint_name=self.endpoint_name):
+                raise exc
+        except FanoutError:
+            return True
+        except BaseException:
+            return False
+
+    def _raise_run_level(self, exc: BaseException) -> NoReturn:
+        """Raise a missing endpoint, missing credentials or an unreachable service as a run-level error."""
+        try:
+            with map_aws_errors(endpoint_name=self.endpoint_name):
+                raise exc
+        except FanoutError as mapped:
+            raise _RunFailed(mapped) from exc
+
+
+class _Fate:
+    """What the attempts of one request tell about it."""
+
+    __slots__ = ("attempts", "unanswered")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.unanswered = False
+        """Some attempt may have reached the endpoint without an answer."""
 
 
 class _Attempted(Exception):
-    """The last error of an invoke that gave up, with the number of attempts made."""
+    """The last error of an invoke that gave up."""
 
 
 async def _source(

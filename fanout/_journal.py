@@ -8,13 +8,16 @@ One row per input line moves through four states::
 A rerun with the same journal:
 
 * skips DONE lines (their output line is already in the output file);
-* re-registers ACCEPTED and SENDING lines with the tracker and never sends them
-  again. A SENDING line is *in doubt*: the process died between marking it and
-  recording the 202, so the endpoint may or may not have it. It is tracked like
-  an accepted one (its notification arrives if it was accepted) and becomes
-  ``expired`` at its deadline otherwise: at most once, never twice;
+* re-registers ACCEPTED lines with the tracker and never sends them again;
+* treats SENDING lines as *in doubt*: the process died between marking it and
+  recording the 202, so the endpoint may or may not have it. By default the
+  line is sent again under the same inference id (whichever copy's notification
+  comes first settles it: the output line stays exactly once, the endpoint may
+  run it twice); with ``--at-most-once`` it is tracked like an accepted one, its
+  notification awaited for a bounded time, then reported ``expired``;
 * sends READ lines, which never left the process, with the inference id chosen
-  the first time.
+  the first time. A request whose attempts all failed to connect is put back to
+  READ (``mark_unsent``): it provably never left, so it is not in doubt.
 
 Why SENDING can be trusted: the dispatcher calls ``expect()`` before the first
 byte of an invoke leaves, and ``mark_sending`` commits before it returns. A
@@ -44,6 +47,12 @@ every input line appears exactly once in the output. A file shorter than s1,
 longer than L, or whose bytes differ from the table's, is not this journal's
 output: that is a ``JournalError``, never a silent repair.
 
+**One run at a time.** ``Journal.open`` takes an exclusive ``flock`` on the
+database file for as long as the journal is open; a second ``fanout run`` on the
+same journal fails at once with ``JournalError`` instead of corrupting it. The
+file is created readable by its owner only (it holds results), and SQLite gives
+its WAL files the same mode.
+
 Without ``--journal`` the same class runs on a private temporary database, with
 the durability work switched off, only to find duplicate ids in O(1) memory.
 """
@@ -55,6 +64,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -95,6 +105,32 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_open ON requests (state) WHERE state IN (1, 2);
 CREATE TABLE IF NOT EXISTS output (seq INTEGER PRIMARY KEY, start INTEGER NOT NULL, text BLOB NOT NULL);
 """
+
+
+def _lock(path: Path) -> int:
+    """Create the journal file readable by its owner only, and lock it for this process.
+
+    ``flock`` locks belong to the open file description, so SQLite's own POSIX locks on other
+    descriptors of the file neither see nor release it; the lock ends when the descriptor is
+    closed, or when the process dies.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot open the journal {str(path)!r}: {exc.strerror}") from exc
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        return descriptor
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(descriptor)
+        raise JournalError(
+            f"the journal {str(path)!r} is in use by another fanout run; wait for it to finish "
+            "(or stop it), or give this run its own --journal"
+        ) from exc
+    return descriptor
 
 
 def _connect(path: str | os.PathLike[str], *, durable: bool) -> sqlite3.Connection:
@@ -152,8 +188,11 @@ class Journal:
     event loop drives it, and every method is quick and synchronous.
     """
 
-    def __init__(self, connection: sqlite3.Connection, *, durable: bool, resumed: bool) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, *, durable: bool, resumed: bool, lock: int | None = None
+    ) -> None:
         self._db = connection
+        self._lock = lock
         self._durable = durable
         self.resumed = resumed
         """True when the journal already held state from an earlier run."""
@@ -175,16 +214,22 @@ class Journal:
         input or output) raises ``JournalError`` rather than mixing two runs.
         """
         path = Path(path)
+        lock = _lock(path)
         try:
             connection = _connect(path, durable=True)
         except sqlite3.DatabaseError as exc:
+            os.close(lock)
             raise JournalError(f"cannot use {str(path)!r} as a journal: {exc}") from exc
+        except BaseException:
+            os.close(lock)
+            raise
         try:
             resumed = cls._check_fingerprint(connection, path, dict(fingerprint))
         except BaseException:
             connection.close()
+            os.close(lock)
             raise
-        return cls(connection, durable=True, resumed=resumed)
+        return cls(connection, durable=True, resumed=resumed, lock=lock)
 
     @classmethod
     def temporary(cls) -> Journal:
@@ -238,12 +283,22 @@ class Journal:
         return int(row[0]) if row is not None else default
 
     def close(self) -> None:
-        """Commit what is left and close the database."""
+        """Commit what is left, close the database and let another run have it."""
         try:
             if self._db.in_transaction:
                 self._db.commit()
         finally:
             self._db.close()
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+
+    @staticmethod
+    def remove(path: str | os.PathLike[str]) -> None:
+        """Delete a closed journal and its SQLite side files."""
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with suppress(FileNotFoundError):
+                os.unlink(f"{os.fspath(path)}{suffix}")
 
     # -- input side ------------------------------------------------------------------------------
 
@@ -292,20 +347,34 @@ class Journal:
     # -- dispatch side ---------------------------------------------------------------------------
 
     def mark_sending(self, inference_id: str, deadline: float, now: float) -> None:
-        """The invoke for ``inference_id`` is about to leave; durable when this returns."""
+        """The invoke for ``inference_id`` is about to leave; durable when this returns.
+
+        A line already SENDING (in doubt, sent again by this run) stays SENDING."""
         if not self._durable:
             return
         self._db.execute(
             "UPDATE requests SET state = ?, deadline = ?, submitted_at = ?, accepted_at = ?, attempts = 1 "
-            "WHERE inference_id = ? AND state = ?",
-            (SENDING, deadline, now, now, inference_id, READ),
+            "WHERE inference_id = ? AND state IN (?, ?)",
+            (SENDING, deadline, now, now, inference_id, READ, SENDING),
+        )
+        self._db.commit()
+
+    def mark_unsent(self, inference_id: str) -> None:
+        """Every attempt for ``inference_id`` failed to connect: it never left, so it is READ again,
+        not in doubt, and the next run sends it."""
+        if not self._durable:
+            return
+        self._db.execute(
+            "UPDATE requests SET state = ? WHERE inference_id = ? AND state = ?",
+            (READ, inference_id, SENDING),
         )
         self._db.commit()
 
     def mark_accepted(self, submission: Submission) -> None:
         """The endpoint accepted it; committed with the next durable step (losing it only means
-        the line is tracked as in doubt, without its output location)."""
-        if not self._durable:
+        the line is in doubt on resume, without its output location). A submission in doubt
+        (no 202 was seen) stays SENDING."""
+        if not self._durable or submission.in_doubt:
             return
         self._db.execute(
             "UPDATE requests SET state = ?, route = ?, input_location = ?, output_location = ?, "

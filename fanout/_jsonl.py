@@ -3,6 +3,12 @@
 Pure functions, no I/O. An input line becomes an ``InferenceRequest`` or, when it
 cannot be one, a ``Rejected`` that names the line and the reason. An outcome
 becomes the output object with exactly the contract's fields.
+
+Hostile lines are rejections, never crashes: invalid UTF-8, ``NaN``/``Infinity``
+and numbers too large for a double (``1e400`` would be sent as ``Infinity``, which
+is not JSON), nesting deeper than ``MAX_DEPTH``, and strings holding lone
+surrogates (``"\ud800"`` is valid JSON but not Unicode, so it can be neither sent
+nor written back).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -20,6 +28,7 @@ from ._models import Expired, InferenceRequest, Outcome, Rejected, Succeeded, en
 
 __all__ = [
     "INPUT_FIELDS",
+    "MAX_DEPTH",
     "OUTPUT_FIELDS",
     "LineDefaults",
     "format_outcome",
@@ -28,7 +37,12 @@ __all__ = [
     "parse_line",
 ]
 
+MAX_DEPTH: Final = 512
+"""The deepest nesting of arrays and objects an input line may have."""
+
 _PAYLOAD_FIELDS: Final = ("body", "body_base64", "input_location")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _OPTIONAL_STRING_FIELDS: Final = ("content_type", "accept", "custom_attributes", "inference_id")
 INPUT_FIELDS: Final = frozenset(("id", *_PAYLOAD_FIELDS, *_OPTIONAL_STRING_FIELDS))
 """Every field an input line may have; any other field is a mistake worth reporting."""
@@ -96,10 +110,26 @@ def _parse(raw: bytes | str, line: int, defaults: LineDefaults) -> InferenceRequ
             raise _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     else:
         text = raw
+    depth = _nesting(text)
+    if depth > MAX_DEPTH:
+        raise _BadLine(f"nested {depth} levels deep; at most {MAX_DEPTH} are allowed")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:  # json.JSONDecodeError, or a NaN or Infinity
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
         raise _BadLine(f"malformed JSON: {exc}") from None
+    except _OutOfRange as exc:
+        raise _BadLine(str(exc)) from None
+    except ValueError as exc:  # NaN or Infinity, or an integer of more than 4,300 digits
+        raise _BadLine(f"malformed JSON: {exc}") from None
+    except RecursionError:  # pragma: no cover - _nesting keeps lines far from the limit
+        raise _BadLine("nested too deeply") from None
+    surrogate = _find_surrogate(value) if _may_hold_surrogates(text) else None
+    if surrogate is not None:
+        where, found = surrogate
+        raise _BadLine(
+            f"{where} holds a lone surrogate {found!a}, which is not valid Unicode "
+            "(a \\ud800-\\udfff escape that is not half of a pair)"
+        )
     if not isinstance(value, dict):
         raise _BadLine(f"expected a JSON object, got {_json_type(value)}")
 
@@ -166,6 +196,68 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(
+            f"the number {text[:40]} is too large for a double: it would be sent as Infinity, "
+            "which is not JSON"
+        )
+    return value
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` outside strings, found without recursion."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # cannot be deeper; the common case costs two C-speed scans
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _may_hold_surrogates(text: str) -> bool:
+    return _SURROGATE_ESCAPE.search(text) is not None or _SURROGATE.search(text) is not None
+
+
+def _find_surrogate(value: object, where: str = "the line") -> tuple[str, str] | None:
+    """The first lone surrogate in any key or string of ``value``, with where it is."""
+    stack: list[tuple[object, str]] = [(value, where)]
+    while stack:
+        item, place = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found is not None:
+                return place, found.group()
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                found = _SURROGATE.search(key)
+                if found is not None:
+                    return f"a key of {place}", found.group()
+                stack.append((child, repr(key) if place == where else place))
+        elif isinstance(item, list):
+            stack.extend((child, place) for child in item)
+    return None
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
@@ -201,10 +293,15 @@ def _is_json_type(content_type: str | None) -> bool:
 
 
 def _decode_result(result: bytes, content_type: str | None) -> tuple[str, Any]:
+    """``result`` when the output is JSON we can write back as JSON, else ``result_base64``."""
     if content_type is None or _is_json_type(content_type):
         try:
-            return "result", json.loads(result.decode("utf-8"), parse_constant=_reject_constant)
-        except ValueError:  # UnicodeDecodeError or json.JSONDecodeError: not JSON after all
+            text = result.decode("utf-8")
+            if _nesting(text) <= MAX_DEPTH:
+                value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+                if not _may_hold_surrogates(text) or _find_surrogate(value) is None:
+                    return "result", value
+        except ValueError:  # UnicodeDecodeError, json.JSONDecodeError, a number out of range
             pass
     return "result_base64", base64.b64encode(result).decode("ascii")
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeAlias
 from ._exceptions import InferenceExpired, InferenceFailed, InferenceRejected
 
 __all__ = [
+    "IN_DOUBT_REASON",
     "MAX_INLINE_BODY_BYTES",
     "Expired",
     "Failed",
@@ -34,14 +35,24 @@ __all__ = [
 MAX_INLINE_BODY_BYTES = 128_000
 """The service's limit for an inline ``Body``, in bytes (not characters)."""
 
+IN_DOUBT_REASON = (
+    "in doubt: the invoke may have reached the endpoint, but no answer came and no notification "
+    "arrived in time; it was not sent again"
+)
+"""The ``failure_reason`` of an ``Expired`` request that was in doubt."""
+
 JSONValue: TypeAlias = Any
 Route: TypeAlias = Literal["inline", "s3"]
 InvocationStatus: TypeAlias = Literal["Completed", "Failed", "Expired"]
 
 
 def encode_json(value: JSONValue) -> bytes:
-    """Encode a JSON value exactly as the CLI contract says: compact, UTF-8, not ASCII-escaped."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Encode a JSON value exactly as the CLI contract says: compact, UTF-8, not ASCII-escaped.
+
+    Raises ``ValueError`` for what is not JSON: NaN and infinities, and strings holding lone
+    surrogates (``UnicodeEncodeError`` is a ``ValueError``).
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +105,10 @@ class Submission:
     deadline: float
     """After this moment, with no notification, the inference is ``Expired``."""
     staged: bool = False
+    in_doubt: bool = False
+    """No 202 was seen, yet the endpoint may have accepted the request (its connection broke after
+    sending). It is tracked, without output locations, until ``deadline``; see
+    ``RetryPolicy.at_most_once``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,17 +45,23 @@ __all__ = [
     "TRANSIENT_CODES",
     "AdaptiveLimiter",
     "AimdControl",
+    "Delivery",
     "ErrorClass",
     "LimiterStatistics",
     "Permit",
     "Signal",
     "classify",
+    "delivery_of",
     "is_overload",
     "retrying",
 ]
 
 ErrorClass: TypeAlias = Literal["throttle", "transient", "fatal"]
 Signal: TypeAlias = Literal["success", "overload", "neutral"]
+Delivery: TypeAlias = Literal["answered", "not_sent", "unknown"]
+"""What a failed invoke attempt tells about the request's fate: the service ``answered`` (an HTTP
+error response: not accepted), the request was ``not_sent`` (no connection was made), or it is
+``unknown`` (it may have reached the endpoint and been accepted, but no answer came)."""
 
 # botocore's standard-mode throttling list, plus the legacy spellings.
 THROTTLE_CODES = frozenset(
@@ -123,6 +129,46 @@ def classify(exc: BaseException) -> ErrorClass:
     return "fatal"
 
 
+def delivery_of(exc: BaseException) -> Delivery:
+    """Whether a failed attempt may have been accepted by the endpoint.
+
+    Only a failure to connect proves the request never left: refused, unresolvable, a connect
+    timeout, a proxy or TLS handshake failure, or a local error before sending. A connection that
+    broke after it was made (reset, closed, read timeout) is ``unknown``: the request may have
+    been received and queued, and only its 202 lost.
+    """
+    if http_status(exc) is not None or error_code(exc) is not None:
+        return "answered"
+    from botocore import exceptions as bce
+
+    if isinstance(exc, bce.ConnectTimeoutError | bce.ProxyConnectionError | bce.SSLError):
+        return "not_sent"
+    if isinstance(exc, bce.EndpointConnectionError):
+        # aiobotocore raises this for a refused connection and for a reset of an open one alike;
+        # the aiohttp error it wraps tells them apart.
+        cause = exc.kwargs.get("error")
+        return "not_sent" if cause is None or _is_connect_failure(cause) else "unknown"
+    if isinstance(exc, bce.ConnectionError | bce.HTTPClientError):
+        return "unknown"
+    if isinstance(exc, bce.BotoCoreError | FanoutError):
+        return "not_sent"
+    if isinstance(exc, ConnectionRefusedError):
+        return "not_sent"
+    return "unknown"
+
+
+def _is_connect_failure(cause: object) -> bool:
+    import socket
+
+    if isinstance(cause, socket.gaierror | ConnectionRefusedError):
+        return True
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
+        return False
+    return isinstance(cause, aiohttp.ClientConnectorError)
+
+
 def is_overload(exc: BaseException) -> bool:
     """Whether an error says the service is overloaded (a throttle or a 503), so we should slow down."""
     if classify(exc) == "throttle":
@@ -142,14 +188,21 @@ def retrying(
     (jd/tenacity#93). Exponential backoff with full jitter, from
     ``wait_initial`` up to ``wait_max``; stops after ``attempts`` tries or once
     ``timeout`` seconds have passed since the first. Fatal errors are not
-    retried, and the last error is re-raised unchanged. Tests pass a tiny
-    ``RetryPolicy`` or their own ``sleep`` so they never wait long.
+    retried, nor, with ``at_most_once``, an attempt that may have been accepted;
+    the last error is re-raised unchanged. Tests pass a tiny ``RetryPolicy`` or
+    their own ``sleep`` so they never wait long.
     """
+
+    def worth_another(exc: BaseException) -> bool:
+        if classify(exc) == "fatal":
+            return False
+        return not (policy.at_most_once and delivery_of(exc) == "unknown")
+
     return AsyncRetrying(
         sleep=sleep,
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.timeout),
         wait=wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max),
-        retry=retry_if_exception(lambda exc: classify(exc) != "fatal"),
+        retry=retry_if_exception(worth_another),
         before_sleep=before_sleep,
         reraise=True,
     )

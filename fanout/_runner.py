@@ -36,7 +36,7 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import anyio
 from anyio.abc import TaskGroup
@@ -62,6 +62,8 @@ from ._tracking import Tracker, TrackerStatistics, open_tracker
 
 __all__ = ["Client", "ClientStatistics", "Handle", "RunReport", "open_client"]
 
+Acknowledge: TypeAlias = Literal["auto", "manual"]
+
 _FETCH_CONCURRENCY = 16
 _RECENT = 1_000
 
@@ -85,6 +87,11 @@ class RunReport:
     s3: int = 0
     retries: int = 0
     """Attempts beyond the first, over every request."""
+    resends: int = 0
+    """Requests sent again under the same inference id after an attempt that may have reached the
+    endpoint without an answer: the endpoint may have run them twice (their outcome is reported once)."""
+    in_doubt: int = 0
+    """Requests tracked without a 202 because they may have been accepted."""
     throttles: int = 0
     p50: float | None = None
     p95: float | None = None
@@ -123,6 +130,8 @@ class RunReport:
             "inline": self.inline,
             "s3": self.s3,
             "retries": self.retries,
+            "resends": self.resends,
+            "in_doubt": self.in_doubt,
             "throttles": self.throttles,
             "p50": self.p50,
             "p95": self.p95,
@@ -171,7 +180,11 @@ class ReportBuilder:
         self._latencies = _Latencies()
         before = client.statistics()
         self._throttles_before = before.dispatcher.throttles
+        self._resends_before = before.dispatcher.resends
+        self._in_doubt_before = before.dispatcher.in_doubt
         self._api_before = Counter(before.api_calls)
+        self.extra_resends = 0
+        """Re-sends the caller made itself (``fanout run`` re-sends requests in doubt on resume)."""
 
     def add(self, outcome: Outcome) -> None:
         self._status[outcome.status] += 1
@@ -195,6 +208,8 @@ class ReportBuilder:
             inline=self._routes["inline"],
             s3=self._routes["s3"],
             retries=self._retries,
+            resends=now.dispatcher.resends - self._resends_before + self.extra_resends,
+            in_doubt=now.dispatcher.in_doubt - self._in_doubt_before,
             throttles=now.dispatcher.throttles - self._throttles_before,
             p50=self._latencies.percentile(0.50),
             p95=self._latencies.percentile(0.95),
@@ -344,6 +359,9 @@ class _Observer(Protocol):
 
     def expecting(self, inference_id: str, deadline: float) -> None: ...
 
+    def unsent(self, inference_id: str) -> None:
+        """An expected request provably never reached the endpoint and will not be sent now."""
+
     def accepted(self, submission: Submission) -> None: ...
 
 
@@ -358,12 +376,14 @@ class Client:
         task_group: TaskGroup,
         limits: Limits,
         api_calls: Counter[str],
+        acknowledge: Acknowledge = "auto",
     ) -> None:
         self._dispatcher = dispatcher
         self._tracker = tracker
         self._tg = task_group
         self._limits = limits
         self._api_calls = api_calls
+        self._auto_acknowledge = acknowledge == "auto"
         self._slots: dict[str, _Slot] = {}
         self._recent: OrderedDict[str, Outcome] = OrderedDict()
         self._completed: Counter[str] = Counter()
@@ -427,6 +447,18 @@ class Client:
                 report.add(outcome)
         return report.build()
 
+    def acknowledge(self, *outcomes: Outcome) -> None:
+        """Say that these outcomes are stored safely, so their notifications may leave the queue.
+
+        Needed only with ``acknowledge="manual"``: then a notification is deleted from SQS only
+        once its outcome is acknowledged, and one never acknowledged (the process died first) is
+        delivered again to the next run. With ``"auto"`` an outcome is acknowledged when it is
+        handed to you, and this does nothing.
+        """
+        for outcome in outcomes:
+            if outcome.inference_id is not None:
+                self._tracker.acknowledge(outcome.inference_id)
+
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
             dispatcher=self._dispatcher.statistics(),
@@ -457,13 +489,16 @@ class Client:
             self._observer.expecting(inference_id, deadline)
         self._tracker.expect(inference_id, deadline)
 
-    def _forget(self, inference_id: str) -> None:
+    def _forget(self, inference_id: str, sent: bool) -> None:
         self._tracker.forget(inference_id)
+        if not sent and self._observer is not None:
+            self._observer.unsent(inference_id)
 
     async def _route(self) -> None:
         async for outcome in self._tracker:
             slot = self._slots.pop(outcome.inference_id or "", None)
             if slot is None:
+                self._acknowledge_handed_over(outcome)
                 continue
             self._completed[outcome.status] += 1
             slot.resolve(outcome)
@@ -472,9 +507,11 @@ class Client:
                 sink.push(outcome, slot)
                 continue
             if sink is not None:
+                # Its map was left: nobody takes it, so it stays unacknowledged (and is redelivered).
                 sink.delivered()
-            else:
-                self._remember(outcome)
+                await self._complete(slot, handed_over=False)
+                continue
+            self._remember(outcome)
             await self._complete(slot)
 
     def _remember(self, outcome: Outcome) -> None:
@@ -484,7 +521,15 @@ class Client:
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
-    async def _complete(self, slot: _Slot) -> None:
+    def _acknowledge_handed_over(self, outcome: Outcome) -> None:
+        if self._auto_acknowledge and outcome.inference_id is not None:
+            self._tracker.acknowledge(outcome.inference_id)
+
+    async def _complete(self, slot: _Slot, *, handed_over: bool = True) -> None:
+        """The outcome was handed over (or never will be): acknowledge it unless manual, and give
+        back its token."""
+        if slot.outcome is not None and handed_over:
+            self._acknowledge_handed_over(slot.outcome)
         submission = slot.submission
         if not slot.owned or submission is None:
             return
@@ -523,7 +568,7 @@ class Client:
                 _, leftover = sink._items.popleft()
                 if leftover is not None:
                     sink.delivered()
-                    await self._complete(leftover)
+                    await self._complete(leftover, handed_over=False)
 
     async def _feed(
         self,
@@ -616,6 +661,7 @@ async def open_client(
     staging: Staging | None = None,
     fetch: bool = True,
     session: Any = None,
+    acknowledge: Acknowledge = "auto",
 ) -> AsyncIterator[Client]:
     """Open a client for the async endpoint ``endpoint_name``.
 
@@ -625,6 +671,8 @@ async def open_client(
     through S3 (``staging`` says where) or ``"auto"`` by size. ``fetch`` downloads
     each result. ``session`` is an aiobotocore session or an aioboto3 ``Session``;
     by default a new aiobotocore session reads the standard AWS configuration.
+    ``acknowledge="manual"`` keeps each notification on the queue until
+    ``client.acknowledge(outcome)``, for callers that store outcomes durably.
 
     Checks before it returns: the queue exists, the staging bucket exists, and
     there are credentials (``QueueNotFound``, ``BucketNotFound``,
@@ -639,6 +687,7 @@ async def open_client(
         staging=staging,
         fetch=fetch,
         session=session,
+        acknowledge=acknowledge,
     ) as client:
         yield client
 
@@ -655,6 +704,7 @@ async def _open(
     fetch: bool,
     session: Any,
     observer: _Observer | None = None,
+    acknowledge: Acknowledge = "auto",
 ) -> AsyncIterator[Client]:
     from aiobotocore.config import AioConfig
     from botocore.exceptions import NoRegionError
@@ -702,8 +752,8 @@ async def _open(
         def expect(inference_id: str, deadline: float) -> None:
             holder[0]._expect(inference_id, deadline)
 
-        def forget(inference_id: str) -> None:
-            holder[0]._forget(inference_id)
+        def forget(inference_id: str, sent: bool) -> None:
+            holder[0]._forget(inference_id, sent)
 
         dispatcher = Dispatcher(
             endpoint_name=endpoint_name,
@@ -732,7 +782,12 @@ async def _open(
         with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
                 client = Client(
-                    dispatcher=dispatcher, tracker=tracker, task_group=tg, limits=limits, api_calls=api_calls
+                    dispatcher=dispatcher,
+                    tracker=tracker,
+                    task_group=tg,
+                    limits=limits,
+                    api_calls=api_calls,
+                    acknowledge=acknowledge,
                 )
                 client._observer = observer
                 holder.append(client)

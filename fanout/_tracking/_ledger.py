@@ -5,10 +5,10 @@ Pure and synchronous: every method that depends on time takes ``now``; nothing h
 Life of an inference id::
 
     expect(id, deadline)  before the invoke leaves, so an early notification finds it
-       ├── resolve(n)     before track(): the notification is *held* (no outcome yet)
+       ├── resolve(n)     before track(): the notification is *held* (no outcome yet: "held")
        ├── forget(id)     the invoke was finally rejected: dropped, held notification too
        └── track(sub)     after the 202: emits the held outcome, if any, else waits
-              ├── resolve(n)   first complete notification -> the Outcome; later ones -> None
+              ├── resolve(n)   first complete notification -> the Outcome; later ones -> "duplicate"
               └── expire(now)  no outcome by the deadline -> Expired
 
 Each expected and tracked id gets exactly one outcome. Resolved ids are remembered in a
@@ -28,16 +28,20 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
-from .._models import Expired, Failed, Notification, Submission, Succeeded
+from .._models import IN_DOUBT_REASON, Expired, Failed, Notification, Submission, Succeeded
 
-__all__ = ["DEFAULT_REMEMBER", "Ledger", "LedgerStatistics", "Resolution", "outcome_of"]
+__all__ = ["DEFAULT_REMEMBER", "Ledger", "LedgerStatistics", "NoOutcome", "Resolution", "outcome_of"]
 
 DEFAULT_REMEMBER = 100_000
 
 Resolution: TypeAlias = Succeeded | Failed | Expired
 """An outcome the tracker produces (``Rejected`` belongs to the dispatcher)."""
+
+NoOutcome: TypeAlias = Literal["held", "duplicate", "unknown"]
+"""Why a notification produced no outcome: held until ``track()``, a repeat of one already
+resolved (or held), or an id this ledger does not know."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,25 +123,24 @@ class Ledger:
         self._held -= 1
         return self._finish(inference_id, entry, held, now)
 
-    def resolve(self, notification: Notification, now: float) -> Resolution | None:
-        """The outcome the first time an id completes; None for a duplicate, an unknown id, or a
-        notification held until track()."""
+    def resolve(self, notification: Notification, now: float) -> Resolution | NoOutcome:
+        """The outcome the first time an id completes; otherwise why there is none (``NoOutcome``)."""
         inference_id = notification.inference_id
         entry = self._entries.get(inference_id)
         if entry is None:
             if inference_id in self._resolved:
                 self._resolved.move_to_end(inference_id)
                 self._counts["duplicates"] += 1
-            else:
-                self._counts["unknown"] += 1
-            return None
+                return "duplicate"
+            self._counts["unknown"] += 1
+            return "unknown"
         if entry.submission is None:
             if entry.held is None:
                 entry.held = notification
                 self._held += 1
-            else:
-                self._counts["duplicates"] += 1
-            return None
+                return "held"
+            self._counts["duplicates"] += 1
+            return "duplicate"
         return self._finish(inference_id, entry, notification, now)
 
     def expire(self, now: float) -> list[Expired]:
@@ -159,7 +162,8 @@ class Ledger:
             self._tracked -= 1
             self._remember_resolved(inference_id)
             self._counts["expired"] += 1
-            expired.append(_expired(submission, now, deadline=deadline))
+            reason = IN_DOUBT_REASON if submission.in_doubt else None
+            expired.append(_expired(submission, now, deadline=deadline, failure_reason=reason))
         return expired
 
     def next_deadline(self) -> float | None:

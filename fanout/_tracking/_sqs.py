@@ -11,9 +11,10 @@ parsed notification to the tracker with a :class:`Receipt`. The tracker answers 
   queue's visibility timeout, so two runs sharing a queue do not bounce it in a hot loop. With
   ``delete_unknown`` it is deleted instead.
 
-While the tracker holds a message (fetching its result from S3, or waiting on a full outcome
-buffer) a heartbeat extends its visibility (``ChangeMessageVisibilityBatch``), so it is not
-redelivered meanwhile. Malformed messages are counted, logged without their payload, and
+While the tracker holds a message (the notification waits for ``track()``, or its outcome waits
+to be fetched, taken or acknowledged) a heartbeat extends its visibility
+(``ChangeMessageVisibilityBatch``), so it is not redelivered meanwhile; on exit the messages still
+held are made visible again. Malformed messages are counted, logged without their payload, and
 deleted; test notifications are counted and deleted.
 
 Calls are retried with backoff on transient errors. A queue that does not exist is the run-level
@@ -185,14 +186,33 @@ class SqsSource:
             )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._deletes.run)
-            tg.start_soon(self._releases.run)
-            if self.config.visibility_timeout > 0:
-                tg.start_soon(self._heartbeat)
-            for _ in range(self.config.receivers):
-                tg.start_soon(self._receive_loop)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._deletes.run)
+                tg.start_soon(self._releases.run)
+                if self.config.visibility_timeout > 0:
+                    tg.start_soon(self._heartbeat)
+                for _ in range(self.config.receivers):
+                    tg.start_soon(self._receive_loop)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
+                await self._release_held()
+
+    async def _release_held(self) -> None:
+        """Make the messages still held (outcomes nobody acknowledged) visible again at once, so the
+        next consumer need not wait out their visibility timeout. Best effort."""
+        held = [r for r in self._holding.values() if not r.done]
+        for receipt in held:
+            receipt.done = True
+        self._holding.clear()
+        for start in range(0, len(held), _BATCH):
+            try:
+                await self._change_visibility(held[start : start + _BATCH], 0)
+            except Exception:
+                log.debug("could not release %d held messages", len(held[start : start + _BATCH]))
+                return
+            self._counts["released"] += len(held[start : start + _BATCH])
 
     def statistics(self) -> dict[str, int]:
         return {**self._counts, "holding": len(self._holding)}

@@ -1,18 +1,26 @@
 """The tracker: the ledger, its sources (SQS, S3 or both), result fetching and the outcome stream.
 
-Everything runs in the tracker's own task group, which ``open_tracker`` starts with
-``tg.start()`` for each part (so "ready" is a fact, not a hope) and cancels on exit.
+Everything runs in the tracker's own task group, started by ``open_tracker`` (each part with
+``tg.start()``, so "ready" is a fact, not a hope) and cancelled on exit.
 
-Every notification, whichever source found it, takes one path: the ledger decides whether it is
-the first complete one for a tracked id; when it is, the result is fetched from S3 if fetching is
-on and the notification carried no ``responseBody`` (at most ``fetch_concurrency`` at a time),
-and the outcome is delivered exactly once: to a task blocked in ``wait(inference_id)`` if there is
-one, else into the stream read by ``async for outcome in tracker``. The stream holds at most
-``max_pending`` outcomes; when it is full, delivery waits, and so do the sources behind it (their
-SQS messages keep their visibility extended meanwhile). Only then is the SQS message deleted.
-A notification that arrives before ``track()`` is the exception: the ledger holds it in memory and
-its message is deleted at once, so the outcome depends on this process from then on (a resumed
-``fanout run`` recovers such outcomes through S3).
+Every outcome takes one path, whichever source found it and whenever ``track()`` came::
+
+    source ──► ledger.resolve ──► resolved stream ──► fetchers ──► outcome stream ──► consumer
+    track() ──► ledger.track (a held notification) ──┘  (fetch the result from S3 when the
+    sweep ──► ledger.expire ─────────────────────────┘   notification did not carry it)
+
+``fetch_concurrency`` fetcher tasks take resolved outcomes, download the result when fetching
+is on and the notification had no ``responseBody``, and send the outcome to the stream, which
+holds at most ``max_pending`` outcomes (a full stream makes the fetchers, and then the sources,
+wait). A notification that arrives before ``track()`` is held by the ledger, and its message is
+held too: it is deleted only when the outcome is acknowledged.
+
+**Acknowledgement.** An SQS message is deleted only once the consumer calls
+``acknowledge(inference_id)``: after it has stored the outcome durably (the CLI: after its
+journal commit). Until then the message stays hidden, its visibility extended by the SQS
+source's heartbeat; if the process dies, it reappears for the next run. Duplicates, test
+notifications and malformed messages are deleted at once. On exit, messages still held are made
+visible again, so the next run does not wait out their visibility timeout.
 
 A result that cannot be fetched after retries becomes ``Failed`` with a reason that says so: the
 caller asked for the bytes and did not get them, and ``output_location`` still says where they are.
@@ -21,15 +29,16 @@ caller asked for the bytes and did not get them, and ``output_location`` still s
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._config import HybridTracking, S3Tracking, SqsTracking, Tracking, parse_s3_uri
 from .._exceptions import ConfigError, FanoutError, map_aws_errors, unwrap_task_errors
@@ -61,30 +70,24 @@ class TrackerStatistics:
     pending: int
     held: int
     expected: int
-    waiting: int
     buffered: int
+    """Outcomes in the stream, not yet taken by the consumer."""
+    unacknowledged: int
+    """Outcomes taken whose SQS message waits for ``acknowledge``."""
     fetched: int
     fetch_failures: int
     deleted: int
     left_on_queue: int
 
 
-class _Waiter:
-    __slots__ = ("count", "error", "event", "outcome")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.outcome: Outcome | None = None
-        self.error: Exception | None = None
-        self.count = 0
-
-
 class Tracker:
-    """Matches accepted inferences to their outcomes. Build it with :func:`open_tracker`."""
+    """Matches accepted inferences to their outcomes. Open it with :func:`open_tracker`."""
 
     def __init__(
         self,
         *,
+        tracking: Tracking,
+        sqs: Any | None,
         s3: Any | None,
         fetch: bool,
         fetch_concurrency: int,
@@ -92,21 +95,50 @@ class Tracker:
         clock: Callable[[], float],
         remember: int = DEFAULT_REMEMBER,
     ) -> None:
+        sqs_config: SqsTracking | None
+        s3_config: S3Tracking | None
+        first_check_after: float | None = None
+        if isinstance(tracking, SqsTracking):
+            sqs_config, s3_config = tracking, None
+        elif isinstance(tracking, S3Tracking):
+            sqs_config, s3_config = None, tracking
+        elif isinstance(tracking, HybridTracking):
+            sqs_config, s3_config = tracking.sqs, tracking.s3
+            first_check_after = tracking.reconcile_after
+        else:
+            raise ConfigError(f"tracking must be SqsTracking, S3Tracking or HybridTracking, got {tracking!r}")
+        if sqs_config is not None and sqs is None:
+            raise ConfigError("SQS tracking needs an SQS client (sqs=...)")
+        if (s3_config is not None or fetch) and s3 is None:
+            raise ConfigError(
+                "S3 polling and result fetching need an S3 client (s3=...); or pass fetch=False"
+            )
         self._ledger = Ledger(remember=remember)
         self._s3_client = s3
         self._fetch = fetch
-        self._fetch_slots = anyio.Semaphore(fetch_concurrency)
-        self._capacity = max_pending
+        self._fetchers = fetch_concurrency
         self._clock = clock
-        self._tg: TaskGroup | None = None
-        self._sqs: SqsSource | None = None
-        self._s3: S3Source | None = None
-        self._buffer: deque[Outcome] = deque()
-        self._data = anyio.Event()
-        self._space = anyio.Event()
-        self._closed = False
-        self._waiters: dict[str, _Waiter] = {}
-        self._finishing: set[str] = set()
+        self._sqs = SqsSource(sqs, sqs_config, self._on_sqs) if sqs_config is not None else None
+        self._s3 = (
+            S3Source(s3, s3_config, self._on_s3, first_check_after=first_check_after, clock=clock)
+            if s3_config is not None
+            else None
+        )
+        # Unbounded, yet never longer than the number of tracked inferences: each entry is the one
+        # outcome of one of them. The bound that matters is on the outcome stream below.
+        self._resolved_send: MemoryObjectSendStream[tuple[Resolution, Receipt | None]]
+        self._resolved_receive: MemoryObjectReceiveStream[tuple[Resolution, Receipt | None]]
+        self._resolved_send, self._resolved_receive = anyio.create_memory_object_stream[
+            tuple[Resolution, Receipt | None]
+        ](math.inf)
+        self._outcomes_send: MemoryObjectSendStream[Resolution]
+        self._outcomes_receive: MemoryObjectReceiveStream[Resolution]
+        self._outcomes_send, self._outcomes_receive = anyio.create_memory_object_stream[Resolution](
+            max_pending
+        )
+        self._held: dict[str, Receipt] = {}
+        """Messages of notifications the ledger holds until ``track()``."""
+        self._unacknowledged: dict[str, Receipt] = {}
         self._resolved = {"succeeded": 0, "failed": 0, "expired": 0}
         self._unknown = 0
         self._gets = 0
@@ -120,26 +152,21 @@ class Tracker:
         self._ledger.expect(inference_id, deadline)
 
     def track(self, submission: Submission) -> None:
-        """Record an accepted invoke; a notification that was held for it is delivered now."""
+        """Record an accepted invoke; a notification that was held for it is resolved now."""
         outcome = self._ledger.track(submission, self._clock())
         if outcome is not None:
-            assert self._tg is not None, "the tracker is not running"
-            self._finishing.add(submission.inference_id)
-            self._tg.start_soon(self._settle, outcome, None)
+            self._resolved_send.send_nowait((outcome, self._held.pop(submission.inference_id, None)))
         elif self._s3 is not None and self._ledger.is_pending(submission.inference_id):
             self._s3.watch(submission)
 
     def forget(self, inference_id: str) -> None:
-        """Drop an inference whose invoke was finally rejected; any notification held for it goes too."""
+        """Drop an inference whose invoke was never accepted; a notification held for it goes too."""
         if self._ledger.forget(inference_id):
             if self._s3 is not None:
                 self._s3.discard(inference_id)
-            waiter = self._waiters.pop(inference_id, None)
-            if waiter is not None:
-                waiter.error = LookupError(
-                    f"inference {inference_id} was forgotten (its invoke was rejected)"
-                )
-                waiter.event.set()
+            receipt = self._held.pop(inference_id, None)
+            if receipt is not None:
+                receipt.delete()
 
     # The consumer's side.
 
@@ -147,43 +174,16 @@ class Tracker:
         return self
 
     async def __anext__(self) -> Outcome:
-        while not self._buffer:
-            if self._closed:
-                raise StopAsyncIteration
-            await self._data.wait()
-            self._data = anyio.Event()
-        outcome = self._buffer.popleft()
-        self._space.set()
-        return outcome
-
-    async def wait(self, inference_id: str) -> Outcome:
-        """The outcome of one inference. A waiter registered before the outcome claims it from the
-        stream; an outcome still sitting in the stream's buffer is taken out of it.
-
-        Raises ``LookupError`` for an id that is not outstanding (unknown, or already delivered).
-        """
-        waiter = self._waiters.get(inference_id)
-        if waiter is None:
-            buffered = self._take_buffered(inference_id)
-            if buffered is not None:
-                return buffered
-            if not self._ledger.is_pending(inference_id) and inference_id not in self._finishing:
-                raise LookupError(
-                    f"inference {inference_id} is not outstanding (unknown, or its outcome was delivered)"
-                )
-            waiter = self._waiters[inference_id] = _Waiter()
-        waiter.count += 1
         try:
-            await waiter.event.wait()
-        finally:
-            waiter.count -= 1
-            if not waiter.count and not waiter.event.is_set():
-                # The last waiter gave up: the outcome goes to the stream after all.
-                del self._waiters[inference_id]
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.outcome is not None
-        return waiter.outcome
+            return await self._outcomes_receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def acknowledge(self, inference_id: str) -> None:
+        """The consumer has stored this outcome: its notification may leave the queue now."""
+        receipt = self._unacknowledged.pop(inference_id, None)
+        if receipt is not None:
+            receipt.delete()
 
     def statistics(self) -> TrackerStatistics:
         ledger = self._ledger.statistics()
@@ -205,13 +205,35 @@ class Tracker:
             pending=ledger.pending,
             held=ledger.held,
             expected=ledger.expected,
-            waiting=len(self._waiters),
-            buffered=len(self._buffer),
+            buffered=self._outcomes_receive.statistics().current_buffer_used,
+            unacknowledged=len(self._unacknowledged),
             fetched=self._fetched,
             fetch_failures=self._fetch_failures,
             deleted=sqs.get("deleted", 0),
             left_on_queue=sqs.get("left", 0),
         )
+
+    # Running.
+
+    async def check(self) -> None:
+        """Run-level preflight: ``QueueNotFound`` when the queue does not exist."""
+        if self._sqs is not None:
+            await self._sqs.check()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the sources, the deadline sweep and the fetchers until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._sweep)
+                for _ in range(self._fetchers):
+                    tg.start_soon(self._fetcher)
+                if self._sqs is not None:
+                    await tg.start(self._sqs.run)
+                if self._s3 is not None:
+                    await tg.start(self._s3.run)
+                task_status.started()
+        finally:
+            self._outcomes_send.close()
 
     # Internals.
 
@@ -220,27 +242,34 @@ class Tracker:
             self._unknown += 1
             receipt.leave()
             return
-        await self._on_notification(notification, receipt)
+        self._on_notification(notification, receipt)
 
     async def _on_s3(self, notification: Notification) -> None:
-        await self._on_notification(notification, None)
+        self._on_notification(notification, None)
 
-    async def _on_notification(self, notification: Notification, receipt: Receipt | None) -> None:
-        outcome = self._ledger.resolve(notification, self._clock())
-        if outcome is None:
+    def _on_notification(self, notification: Notification, receipt: Receipt | None) -> None:
+        verdict = self._ledger.resolve(notification, self._clock())
+        if verdict == "held":
+            if receipt is not None:
+                self._held[notification.inference_id] = receipt
+            return
+        if isinstance(verdict, str):
             if receipt is not None:
                 receipt.delete()
             return
-        self._finishing.add(outcome.inference_id)
         if self._s3 is not None:
-            self._s3.discard(outcome.inference_id)
-        if self._needs_fetch(outcome):
-            assert self._tg is not None
-            # Acquired here, so a source waits for a free slot instead of piling up tasks.
-            await self._fetch_slots.acquire()
-            self._tg.start_soon(self._fetch_and_settle, outcome, receipt)
-        else:
-            await self._settle(outcome, receipt)
+            self._s3.discard(verdict.inference_id)
+        self._resolved_send.send_nowait((verdict, receipt))
+
+    async def _fetcher(self) -> None:
+        async for outcome, receipt in self._resolved_receive:
+            if self._needs_fetch(outcome):
+                assert isinstance(outcome, Succeeded)
+                outcome = await self._fetch_result(outcome)
+            if receipt is not None:
+                self._unacknowledged[outcome.inference_id] = receipt
+            self._resolved[outcome.status] += 1
+            await self._outcomes_send.send(outcome)
 
     def _needs_fetch(self, outcome: Resolution) -> bool:
         return (
@@ -251,18 +280,12 @@ class Tracker:
             and self._s3_client is not None
         )
 
-    async def _fetch_and_settle(self, outcome: Resolution, receipt: Receipt | None) -> None:
-        try:
-            assert isinstance(outcome, Succeeded)
-            outcome = await self._fetch_result(outcome)
-        finally:
-            self._fetch_slots.release()
-        await self._settle(outcome, receipt)
-
     async def _fetch_result(self, outcome: Succeeded) -> Resolution:
         assert outcome.output_location is not None
-        location = parse_s3_uri(outcome.output_location, what="output location")
-
+        try:
+            location = parse_s3_uri(outcome.output_location, what="output location")
+        except ConfigError as exc:
+            return self._fetch_failed(outcome, f"its output location cannot be read: {exc}")
         client = self._s3_client
         assert client is not None
 
@@ -277,66 +300,40 @@ class Tracker:
         except FanoutError:
             raise
         except Exception as exc:
-            self._fetch_failures += 1
             log.warning("could not fetch the output of %s from %s: %s", outcome.inference_id, location, exc)
-            return Failed(
-                inference_id=outcome.inference_id,
-                id=outcome.id,
-                route=outcome.route,
-                output_location=outcome.output_location,
-                failure_reason=f"the output at {location} could not be fetched: {exc}",
-                attempts=outcome.attempts,
-                submitted_at=outcome.submitted_at,
-                completed_at=outcome.completed_at,
-            )
+            return self._fetch_failed(outcome, f"the output at {location} could not be fetched: {exc}")
         self._fetched += 1
         return replace(outcome, result=body, content_type=outcome.content_type or content_type)
 
-    async def _settle(self, outcome: Resolution, receipt: Receipt | None) -> None:
-        await self._deliver(outcome)
-        self._resolved[outcome.status] += 1
-        self._finishing.discard(outcome.inference_id)
-        if receipt is not None:
-            receipt.delete()
-
-    async def _deliver(self, outcome: Resolution) -> None:
-        while True:
-            waiter = self._waiters.pop(outcome.inference_id, None)
-            if waiter is not None:
-                waiter.outcome = outcome
-                waiter.event.set()
-                return
-            if len(self._buffer) < self._capacity:
-                self._buffer.append(outcome)
-                self._data.set()
-                return
-            await self._space.wait()
-            self._space = anyio.Event()
-
-    def _take_buffered(self, inference_id: str) -> Outcome | None:
-        for index, outcome in enumerate(self._buffer):
-            if outcome.inference_id == inference_id:
-                del self._buffer[index]
-                self._space.set()
-                return outcome
-        return None
+    def _fetch_failed(self, outcome: Succeeded, reason: str) -> Failed:
+        self._fetch_failures += 1
+        return Failed(
+            inference_id=outcome.inference_id,
+            id=outcome.id,
+            route=outcome.route,
+            output_location=outcome.output_location,
+            failure_reason=reason,
+            attempts=outcome.attempts,
+            submitted_at=outcome.submitted_at,
+            completed_at=outcome.completed_at,
+        )
 
     async def _sweep(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             now = self._clock()
-            for expired in self._ledger.expire(now):
+            expired = self._ledger.expire(now)
+            for outcome in expired:
                 if self._s3 is not None:
-                    self._s3.discard(expired.inference_id)
-                self._finishing.add(expired.inference_id)
-                await self._settle(expired, None)
+                    self._s3.discard(outcome.inference_id)
+                self._resolved_send.send_nowait((outcome, None))
+            if expired or self._held:
+                # An id expected but never tracked is dropped at its deadline: so is its message.
+                for inference_id in [i for i in self._held if not self._ledger.is_pending(i)]:
+                    self._held.pop(inference_id).delete()
             deadline = self._ledger.next_deadline()
             delay = _SWEEP_MAX_SLEEP if deadline is None else deadline - self._clock()
             await anyio.sleep(min(max(delay, 0.01), _SWEEP_MAX_SLEEP))
-
-    def _close(self) -> None:
-        self._closed = True
-        self._data.set()
 
 
 @asynccontextmanager
@@ -360,43 +357,20 @@ async def open_tracker(
         raise ConfigError(f"fetch_concurrency must be an integer of 1 or more, got {fetch_concurrency!r}")
     if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
         raise ConfigError(f"max_pending must be an integer of 1 or more, got {max_pending!r}")
-    sqs_config: SqsTracking | None
-    s3_config: S3Tracking | None
-    first_check_after: float | None = None
-    if isinstance(tracking, SqsTracking):
-        sqs_config, s3_config = tracking, None
-    elif isinstance(tracking, S3Tracking):
-        sqs_config, s3_config = None, tracking
-    elif isinstance(tracking, HybridTracking):
-        sqs_config, s3_config = tracking.sqs, tracking.s3
-        first_check_after = tracking.reconcile_after
-    else:
-        raise ConfigError(f"tracking must be SqsTracking, S3Tracking or HybridTracking, got {tracking!r}")
-    if sqs_config is not None and sqs is None:
-        raise ConfigError("SQS tracking needs an SQS client (sqs=...)")
-    if (s3_config is not None or fetch) and s3 is None:
-        raise ConfigError("S3 polling and result fetching need an S3 client (s3=...); or pass fetch=False")
-
     tracker = Tracker(
-        s3=s3, fetch=fetch, fetch_concurrency=fetch_concurrency, max_pending=max_pending, clock=clock
+        tracking=tracking,
+        sqs=sqs,
+        s3=s3,
+        fetch=fetch,
+        fetch_concurrency=fetch_concurrency,
+        max_pending=max_pending,
+        clock=clock,
     )
-    if sqs_config is not None:
-        tracker._sqs = SqsSource(sqs, sqs_config, tracker._on_sqs)
-        await tracker._sqs.check()
-    if s3_config is not None:
-        tracker._s3 = S3Source(
-            s3, s3_config, tracker._on_s3, first_check_after=first_check_after, clock=clock
-        )
+    await tracker.check()
     with unwrap_task_errors():
         async with anyio.create_task_group() as tg:
-            tracker._tg = tg
-            await tg.start(tracker._sweep)
-            if tracker._sqs is not None:
-                await tg.start(tracker._sqs.run)
-            if tracker._s3 is not None:
-                await tg.start(tracker._s3.run)
+            await tg.start(tracker.run)
             try:
                 yield tracker
             finally:
-                tracker._close()
                 tg.cancel_scope.cancel()

@@ -4,6 +4,13 @@
 sagemaker-runtime ``InvokeEndpointAsync``, an S3 subset, an SQS subset and SNS delivery into SQS, on
 one port, with fault injection and counters. ``emu.env`` holds the variables that point the standard
 AWS chain at it. ``fanout emulate`` (or ``python -m fanout.testing``) serves ``default_config()``.
+
+The defaults are AWS's, not kinder: notifications carry the inference response only when the
+endpoint's ``include_inference_response_in`` asks for it (``default_config()`` does not). Faults
+that clients must survive include notifications published before the 202 is written
+(``NotificationFaults.early_rate``) and requests that take effect while their response is lost
+(``FaultConfig.drop_response_rate``), besides throttling, 5xx, dropped connections and lost,
+duplicated, delayed or malformed notifications.
 """
 
 from ._emu_config import (

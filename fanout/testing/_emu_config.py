@@ -377,16 +377,25 @@ class ThrottleConfig:
 @dataclass(frozen=True, slots=True)
 class NotificationFaults:
     """Faults applied to every SNS delivery into SQS, in this order: loss, malformation, duplication,
-    delay (a ``delay`` draw plus a uniform extra 0..``reorder_window_ms``, which reorders)."""
+    delay (a ``delay`` draw plus a uniform extra 0..``reorder_window_ms``, which reorders).
+
+    ``early_rate`` is the share of accepted invocations (of endpoints with a topic) whose
+    notification is published before their 202 is written: on AWS, SNS can deliver to SQS before
+    the HTTP response reaches the client. The runtime holds such a 202 until the invocation has
+    finished and published (for at most 5 s of real time), so a client sees the
+    notification of a request it does not yet know was accepted. The delivery faults above still
+    apply to that notification.
+    """
 
     duplicate_rate: float = 0.0
     loss_rate: float = 0.0
     malformed_rate: float = 0.0
     delay: Distribution = ZERO
     reorder_window_ms: float = 0.0
+    early_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("duplicate_rate", "loss_rate", "malformed_rate"):
+        for name in ("duplicate_rate", "loss_rate", "malformed_rate", "early_rate"):
             _check_rate(name, getattr(self, name))
         if not isinstance(self.delay, Distribution):
             raise _fail("delay", "must be a Distribution", self.delay)
@@ -394,6 +403,7 @@ class NotificationFaults:
 
     @property
     def active(self) -> bool:
+        """Whether any delivery fault is on (``early_rate`` acts on the 202, not on deliveries)."""
         return (
             bool(self.duplicate_rate or self.loss_rate or self.malformed_rate or self.reorder_window_ms)
             or not self.delay.is_zero
@@ -405,16 +415,23 @@ class FaultConfig:
     """Faults the emulator injects; change them at run time with ``emu.set_faults``.
 
     ``throttle``, ``error_rate`` (statuses drawn from ``error_statuses``: 500 ``InternalFailure``,
-    503 ``ServiceUnavailable``) and ``drop_connection_rate`` apply to the requests named by
-    ``targets``: a service (``sagemaker``, ``s3``, ``sqs``, ``sns``) or ``service.Operation``.
+    503 ``ServiceUnavailable``), ``drop_connection_rate`` and ``drop_response_rate`` apply to the
+    requests named by ``targets``: a service (``sagemaker``, ``s3``, ``sqs``, ``sns``) or
+    ``service.Operation``. ``drop_connection_rate`` aborts the connection before the request is
+    handled; ``drop_response_rate`` handles it (an InvokeEndpointAsync is accepted, runs and
+    notifies) and then aborts the connection instead of writing the response, so the client never
+    sees that its request took effect (a lost 202). A request meets at most one of these faults,
+    drawn in this order: throttle, dropped connection, 5xx, dropped response.
     ``latency`` adds a delay before a request is handled, keyed the same way (the most specific
-    key wins). ``notifications`` applies to deliveries from SNS into SQS.
+    key wins). ``notifications`` applies to deliveries from SNS into SQS, and to when they are
+    published relative to the 202 (``early_rate``).
     """
 
     throttle: ThrottleConfig | None = None
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = (500, 503)
     drop_connection_rate: float = 0.0
+    drop_response_rate: float = 0.0
     targets: tuple[str, ...] = ("sagemaker",)
     latency: Mapping[str, Distribution] = field(default_factory=dict)
     notifications: NotificationFaults = field(default_factory=NotificationFaults)
@@ -424,6 +441,7 @@ class FaultConfig:
             raise _fail("throttle", "must be a ThrottleConfig", self.throttle)
         _check_rate("error_rate", self.error_rate)
         _check_rate("drop_connection_rate", self.drop_connection_rate)
+        _check_rate("drop_response_rate", self.drop_response_rate)
         if (
             not isinstance(self.error_statuses, tuple)
             or not self.error_statuses
@@ -533,8 +551,13 @@ def default_config() -> EmulatorConfig:
     """The configuration ``fanout emulate`` serves: endpoint ``fanout-demo`` (2 instances x 64),
     outputs in ``s3://fanout-output/results``, failures in ``s3://fanout-output/failures``, success
     topic ``fanout-success`` and error topic ``fanout-errors`` both delivered with the SNS envelope
-    to queue ``fanout-notifications`` and both including the response, and staging
-    ``s3://fanout-staging/inputs``."""
+    to queue ``fanout-notifications``, and staging ``s3://fanout-staging/inputs``.
+
+    As on AWS when ``IncludeInferenceResponseIn`` is not set, the notifications carry no
+    ``responseBody``: a client reads each result from its output location. Replace the endpoint
+    with ``include_inference_response_in=("SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC")``
+    (``NOTIFICATION_TOPICS``) to have the results ride in them. No fault is on.
+    """
     queue = "fanout-notifications"
     return EmulatorConfig(
         buckets=("fanout-output", "fanout-staging"),
@@ -550,7 +573,6 @@ def default_config() -> EmulatorConfig:
                 s3_failure_path="s3://fanout-output/failures",
                 success_topic="fanout-success",
                 error_topic="fanout-errors",
-                include_inference_response_in=NOTIFICATION_TOPICS,
                 instance_count=2,
                 max_concurrent_invocations_per_instance=64,
                 service_time=Distribution("uniform", low_ms=0.0, high_ms=5.0),

@@ -1,4 +1,8 @@
-"""Fault injection: what happens to a request before its handler runs, and to each SNS delivery.
+"""Fault injection: what happens to a request around its handler, and to each SNS delivery.
+
+``FaultInjector.decide`` picks one action per request: ``pass``, ``throttle``, ``error`` or
+``drop`` (the connection is aborted before the handler runs), or ``drop_response`` (the handler
+runs, then the connection is aborted instead of the response being written).
 
 Both injectors draw from their own ``random.Random`` seeded from the emulator's seed, so a run
 with the same seed and the same sequence of requests injects the same faults. Both can be
@@ -18,7 +22,7 @@ from ._sns import Deliver
 
 __all__ = ["Action", "Deliver", "FaultInjector", "NotificationFaultInjector", "TokenBucket"]
 
-Action: TypeAlias = Literal["pass", "throttle", "error", "drop"]
+Action: TypeAlias = Literal["pass", "throttle", "error", "drop", "drop_response"]
 
 
 class TokenBucket:
@@ -42,7 +46,8 @@ class TokenBucket:
 
 
 class FaultInjector:
-    """Decides, per request, the added latency and whether it is throttled, failed or dropped."""
+    """Decides, per request, the added latency and whether it is throttled, failed or dropped
+    (before it is handled, or after, instead of its response)."""
 
     def __init__(
         self, faults: FaultConfig, *, seed: int, clock: Callable[[], float] = time.monotonic
@@ -53,6 +58,7 @@ class FaultInjector:
         self.throttled = 0
         self.errors_5xx = 0
         self.dropped_connections = 0
+        self.dropped_responses = 0
         self.delayed_requests = 0
         self.set(faults)
 
@@ -65,7 +71,9 @@ class FaultInjector:
         self._buckets.clear()
         self._targets = frozenset(faults.targets)
         # the hot path asks "is anything on?" once, so a fault-free emulator pays nothing
-        self._request_faults = bool(faults.throttle or faults.error_rate or faults.drop_connection_rate)
+        self._request_faults = bool(
+            faults.throttle or faults.error_rate or faults.drop_connection_rate or faults.drop_response_rate
+        )
         self._latency = {key: dist for key, dist in faults.latency.items() if not dist.is_zero}
 
     def latency(self, service: str, operation: str) -> float:
@@ -80,6 +88,9 @@ class FaultInjector:
 
     def decide(self, service: str, operation: str, scope: str) -> tuple[Action, int]:
         """The action for one request and, for ``error``, its status (500 or 503).
+
+        For ``drop_response`` the caller runs the handler and then aborts the connection, whatever
+        the handler answered.
 
         ``scope`` keys a per-endpoint throttle bucket (the endpoint name, or the service).
         """
@@ -103,6 +114,9 @@ class FaultInjector:
         if faults.error_rate and self._rng.random() < faults.error_rate:
             self.errors_5xx += 1
             return "error", self._rng.choice(faults.error_statuses)
+        if faults.drop_response_rate and self._rng.random() < faults.drop_response_rate:
+            self.dropped_responses += 1
+            return "drop_response", 0
         return "pass", 0
 
     def statistics(self) -> dict[str, int]:
@@ -110,6 +124,7 @@ class FaultInjector:
             "throttled": self.throttled,
             "errors_5xx": self.errors_5xx,
             "dropped_connections": self.dropped_connections,
+            "dropped_responses": self.dropped_responses,
             "delayed_requests": self.delayed_requests,
         }
 

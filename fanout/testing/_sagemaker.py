@@ -7,6 +7,13 @@ per endpoint and a reaper that expires requests still queued after ``RequestTTLS
 draws the service time, fetches an ``InputLocation`` from the S3 store, runs the model under
 ``InvocationTimeoutSeconds``, writes the output (or the failure body) to S3 and publishes the
 notification JSON to the endpoint's success (or error) topic through the SNS hub.
+
+Early notifications (``NotificationFaults.early_rate``, applied with ``set_early_rate``): for that
+share of accepted requests to an endpoint with a topic, ``handle`` enqueues the job as usual and
+then holds its 202 until a worker (or the TTL reaper) has finished it, so the notification is
+published before the client learns the request was accepted, as SNS can outrun the HTTP response
+on AWS. The hold is bounded by ``EARLY_HOLD_SECONDS`` of real time, after which the 202 goes out
+anyway (counted as ``early_capped``).
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ if TYPE_CHECKING:
     from ._s3 import S3Store
     from ._sns import SnsHub
 
-__all__ = ["MAX_BODY_BYTES", "SageMakerRuntime", "json_error", "topic_arn"]
+__all__ = ["EARLY_HOLD_SECONDS", "MAX_BODY_BYTES", "SageMakerRuntime", "json_error", "topic_arn"]
 
 MAX_BODY_BYTES: Final = 128_000
 MAX_RESPONSE_IN_NOTIFICATION: Final = 128_000
 DEFAULT_REQUEST_TTL_SECONDS: Final = 21_600
 DEFAULT_INVOCATION_TIMEOUT_SECONDS: Final = 900
+# a held 202 must not outlast a client's read timeout, even behind a deep backlog
+EARLY_HOLD_SECONDS: Final = 5.0
 # duplicate InferenceIds are counted among this many most recent ones, so memory stays bounded
 SEEN_IDS_WINDOW: Final = 1 << 18
 RESPONSE_BODY_MESSAGE: Final = "Check S3 path location(if configured) or Cloudwatch for additional details."
@@ -94,6 +103,12 @@ class _Job:
     received_at: float
     deadline: float
     state: int = _QUEUED
+    # set once the job has finished (and published, if it has a topic); only early jobs have one
+    finished: anyio.Event | None = None
+
+    def finish(self) -> None:
+        if self.finished is not None:
+            self.finished.set()
 
 
 class _Endpoint:
@@ -183,6 +198,9 @@ class SageMakerRuntime:
         self._s3 = s3
         self._sns = sns
         self._rng = random.Random(f"{seed}/service-time")
+        # its own stream, so turning early notifications on leaves the service times as they were
+        self._early_rng = random.Random(f"{seed}/early")
+        self._early_rate = 0.0
         self._time_scale = time_scale
         self._clock = clock
         self._endpoints: dict[str, _Endpoint] = {}
@@ -197,6 +215,8 @@ class SageMakerRuntime:
         )
         self.duplicate_inference_ids = 0
         self.published = 0
+        self.early = 0
+        self.early_capped = 0
 
     # ----------------------------------------------------------------------------------------------
     # endpoints and workers
@@ -219,6 +239,10 @@ class SageMakerRuntime:
 
     def endpoint_names(self) -> list[str]:
         return list(self._endpoints)
+
+    def set_early_rate(self, rate: float) -> None:
+        """The share of accepted requests whose notification is published before their 202."""
+        self._early_rate = rate
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the workers and the TTL reaper until cancelled."""
@@ -255,6 +279,7 @@ class SageMakerRuntime:
                 endpoint.in_flight -= 1
                 job.state = _DONE
                 job.body = None
+                job.finish()
 
     async def _reap(self) -> None:
         heap = self._expiry
@@ -269,6 +294,7 @@ class SageMakerRuntime:
                     # e.g. its topic was deleted: the reaper must go on
                     with contextlib.suppress(Exception):
                         self._expire(endpoint, job)
+                    job.finish()
             self._wakeup = anyio.Event()
             with anyio.move_on_after(heap[0][0] - now if heap else 3600.0):
                 await self._wakeup.wait()
@@ -544,10 +570,25 @@ class SageMakerRuntime:
             received_at=now,
             deadline=time.monotonic() + ttl * self._time_scale,
         )
+        # an endpoint without topics publishes nothing, so holding its 202 would only slow it down
+        if (
+            self._early_rate > 0
+            and (endpoint.success_arn is not None or endpoint.error_arn is not None)
+            and self._early_rng.random() < self._early_rate
+        ):
+            finished = job.finished = anyio.Event()
+        else:
+            finished = None
         endpoint.queued += 1
         self.counters["accepted"] += 1
         self._schedule_expiry(endpoint, job)
         endpoint.send.send_nowait(job)
+        if finished is not None:
+            self.early += 1
+            with anyio.move_on_after(EARLY_HOLD_SECONDS):
+                await finished.wait()
+            if not finished.is_set():
+                self.early_capped += 1
         response_headers = {
             "x-amzn-RequestId": str(uuid.uuid4()),
             "X-Amzn-SageMaker-OutputLocation": output_location,
@@ -575,6 +616,8 @@ class SageMakerRuntime:
         return {
             "invocations": dict(self.counters),
             "duplicate_inference_ids": self.duplicate_inference_ids,
+            "early": self.early,
+            "early_capped": self.early_capped,
             "endpoints": {
                 name: {"backlog": e.queued, "in_flight": e.in_flight, "workers": e.config.workers}
                 for name, e in self._endpoints.items()

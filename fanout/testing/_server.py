@@ -3,8 +3,10 @@
 A request is routed by the service in its SigV4 credential scope (``Authorization`` header, or
 ``X-Amz-Credential`` in the query): ``sagemaker``, ``s3``, ``sqs`` or ``sns``. Before the service's
 handler runs, the dispatcher applies the configured faults (latency, throttling, 5xx, a dropped
-connection), and afterwards it counts the request by ``service.Operation`` and outcome. ``/_fanout/``
-paths are the emulator's own: ``GET /_fanout/stats`` and ``PUT /_fanout/faults``.
+connection); after it, a dropped response (the request took effect, the connection is aborted
+instead of answering). It counts the request by ``service.Operation`` and outcome (``ok``, the
+error code, ``dropped``, ``dropped_response`` or ``exception``). ``/_fanout/`` paths are the
+emulator's own: ``GET /_fanout/stats`` and ``PUT /_fanout/faults``.
 
 ``open_emulator`` runs it in-process; ``serve`` is ``fanout emulate``; ``run_emulator_process``
 starts ``python -m fanout.testing`` in a subprocess (optionally pinned to one CPU) for benchmarks.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -184,6 +187,7 @@ class Emulator:
             seed=self.seed,
             time_scale=config.time_scale,
         )
+        self.runtime.set_early_rate(config.faults.notifications.early_rate)
         self._requests: dict[str, dict[str, int]] = {}
         self._handlers: dict[str, Handler] = {
             "sagemaker": self.runtime.handle,
@@ -234,6 +238,7 @@ class Emulator:
         """Replace the faults at run time (throttle buckets start full again)."""
         self._request_faults.set(faults)
         self._notification_faults.set(faults.notifications)
+        self.runtime.set_early_rate(faults.notifications.early_rate)
 
     @property
     def faults(self) -> FaultConfig:
@@ -278,7 +283,12 @@ class Emulator:
             "invocations": runtime["invocations"],
             "duplicate_inference_ids": runtime["duplicate_inference_ids"],
             "endpoints": runtime["endpoints"],
-            "notifications": {"published": self.runtime.published, **notifications},
+            "notifications": {
+                "published": self.runtime.published,
+                "early": runtime["early"],
+                "early_capped": runtime["early_capped"],
+                **notifications,
+            },
             "queues": self.sqs.statistics(),
             "s3": self.s3.statistics(),
             "sns": self.sns.statistics(),
@@ -322,7 +332,8 @@ class Emulator:
         if action == "drop":
             self._count(key, "dropped")
             return await self._drop(request)
-        if action != "pass":
+        outcome: str | None = None
+        if action in ("throttle", "error"):
             response: web.StreamResponse = _fault_response(service, status, action == "throttle")
         else:
             try:
@@ -330,19 +341,22 @@ class Emulator:
             except web.HTTPException:
                 raise
             except Exception as exc:
-                self._count(key, "exception")
-                return (
+                outcome = "exception"
+                response = (
                     _fault_response(service, 500, False)
                     if service != "sagemaker"
                     else json_error(
                         500, "InternalFailure", f"The emulator failed: {type(exc).__name__}: {exc}"
                     )
                 )
-        self._count(key, _outcome(response))
+        if action == "drop_response":
+            self._count(key, "dropped_response")
+            return await self._drop(request)
+        self._count(key, outcome or _outcome(response))
         return response
 
     async def _drop(self, request: web.Request) -> web.StreamResponse:
-        """Close the connection without answering; the client sees it reset."""
+        """Close the connection without answering; the client sees it reset (or closed)."""
         transport = request.transport
         if transport is not None:
             transport.abort()
@@ -406,11 +420,19 @@ async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) 
 # `fanout emulate` and the subprocess helper
 
 
+def _responses(endpoint: EndpointConfig) -> str:
+    """Whether the notifications carry the response: clients must not take it for granted."""
+    included = endpoint.include_inference_response_in
+    if not included:
+        return "IncludeInferenceResponseIn unset: results only at the output location"
+    return f"IncludeInferenceResponseIn={','.join(t.split('_', 1)[0] for t in included)}"
+
+
 def _describe(config: EmulatorConfig) -> list[str]:
     lines = [
         f"endpoint {e.name}: outputs {e.s3_output_path}, failures {e.s3_failure_path}, "
         f"success topic {e.success_topic}, error topic {e.error_topic}, "
-        f"{e.instance_count} x {e.max_concurrent_invocations_per_instance} workers"
+        f"{e.instance_count} x {e.max_concurrent_invocations_per_instance} workers, {_responses(e)}"
         for e in config.endpoints
     ]
     lines.extend(
@@ -465,12 +487,21 @@ def serve(*, port: int = 0, config_path: str | None = None) -> int:
 
 @contextmanager
 def run_emulator_process(
-    config_path: str | Path | None = None, *, cpu: int | None = None, port: int = 0, timeout: float = 30.0
+    config_path: str | Path | None = None,
+    *,
+    cpu: int | None = None,
+    port: int = 0,
+    timeout: float = 30.0,
+    faults: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, str]]:
     """Run ``python -m fanout.testing`` in a subprocess (pinned to ``cpu`` when given) and yield its env.
 
-    The env dict holds the variables of its ``export`` lines. The process gets SIGINT on exit.
+    The env dict holds the variables of its ``export`` lines. ``faults``, in the shape
+    ``PUT /_fanout/faults`` takes (``ConfigError`` if bad), replace the config's faults before the
+    env is yielded. The process gets SIGINT on exit.
     """
+    if faults is not None:
+        faults_from_dict(faults)  # a bad value fails here, with its key path, not in the subprocess
     command = [sys.executable, "-m", "fanout.testing", "--port", str(port)]
     if config_path is not None:
         command += ["--config", str(config_path)]
@@ -487,6 +518,8 @@ def run_emulator_process(
                 stderr.seek(0)
                 detail = stderr.read().decode(errors="replace").strip()
                 raise RuntimeError(f"the emulator did not start (exit code {process.returncode}): {detail}")
+            if faults is not None:
+                _put_faults(env["AWS_ENDPOINT_URL"], faults, timeout)
             yield env
         finally:
             if process.poll() is None:
@@ -498,6 +531,17 @@ def run_emulator_process(
                     process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def _put_faults(endpoint_url: str, faults: Mapping[str, Any], timeout: float) -> None:
+    request = urllib.request.Request(
+        f"{endpoint_url}/_fanout/faults",
+        data=json.dumps(faults).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
 
 
 def _read_exports(process: subprocess.Popen[bytes], fd: int, timeout: float) -> dict[str, str] | None:

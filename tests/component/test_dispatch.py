@@ -163,7 +163,11 @@ async def test_limits_are_never_exceeded() -> None:
 async def test_cancellation_mid_run_leaks_nothing() -> None:
     runtime = FakeRuntime(latency=0.01)
     forgotten: list[str] = []
-    dispatcher = make(runtime, limits=Limits(max_in_flight=8, max_pending=16), forget=forgotten.append)
+    dispatcher = make(
+        runtime,
+        limits=Limits(max_in_flight=8, max_pending=16),
+        forget=lambda inference_id, sent: forgotten.append(inference_id),
+    )
     seen = 0
     with anyio.move_on_after(5):
         async with dispatcher.submit_all(requests(10_000)) as outcomes:
@@ -203,7 +207,7 @@ async def test_a_fatal_error_on_one_request_does_not_stop_the_others() -> None:
 
     runtime = FakeRuntime(script)
     forgotten: list[str] = []
-    dispatcher = make(runtime, forget=forgotten.append)
+    dispatcher = make(runtime, forget=lambda inference_id, sent: forgotten.append(inference_id))
     source = [InferenceRequest(body=b"ok", id=str(i)) for i in range(20)]
     source[7] = InferenceRequest(body=b"bad", id="7")
     results = await collect(dispatcher, source)
@@ -485,3 +489,94 @@ async def test_the_run_ends_while_every_pending_token_is_held() -> None:
     with anyio.fail_after(2):
         results = await collect(dispatcher, requests(3), complete=False)
     assert len(results) == 3 and dispatcher.statistics().pending == 3
+
+
+def reset_after_sending() -> BaseException:
+    """What aiobotocore raises when the server closed the connection before answering."""
+    from aiohttp import ServerDisconnectedError
+    from botocore.exceptions import ConnectionClosedError
+
+    error: BaseException = ConnectionClosedError(endpoint_url="http://x", error=ServerDisconnectedError())
+    return error
+
+
+def refused() -> BaseException:
+    """What aiobotocore raises for a refused connection: the request never left."""
+    from aiohttp import ClientConnectorError
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
+    error: BaseException = EndpointConnectionError(
+        endpoint_url="http://127.0.0.1:1",
+        error=ClientConnectorError(key, ConnectionRefusedError(111, "refused")),
+    )
+    return error
+
+
+async def test_a_request_whose_answer_was_lost_is_sent_again_and_counted() -> None:
+    runtime = FakeRuntime(lambda kwargs, attempt: reset_after_sending() if attempt == 1 else None)
+    dispatcher = make(runtime)
+    result = await dispatcher.submit(InferenceRequest(body=b"1"))
+    assert isinstance(result, Submission) and not result.in_doubt and result.attempts == 2
+    assert len({call["InferenceId"] for call in runtime.calls}) == 1
+    stats = dispatcher.statistics()
+    assert (stats.resends, stats.in_doubt, stats.accepted) == (1, 0, 1)
+
+
+async def test_throttles_are_retries_not_resends() -> None:
+    runtime = FakeRuntime(
+        lambda kwargs, attempt: client_error("ThrottlingException", 400) if attempt == 1 else None
+    )
+    dispatcher = make(runtime)
+    assert isinstance(await dispatcher.submit(InferenceRequest(body=b"1")), Submission)
+    assert dispatcher.statistics().resends == 0
+
+
+async def test_at_most_once_tracks_a_lost_answer_in_doubt_instead_of_sending_it_again() -> None:
+    runtime = FakeRuntime(lambda kwargs, attempt: reset_after_sending())
+    now = 1_000.0
+    retry = RetryPolicy(attempts=5, wait_initial=0.001, wait_max=0.002, at_most_once=True, in_doubt_wait=42.0)
+    dispatcher = make(runtime, retry=retry, clock=lambda: now)
+    result = await dispatcher.submit(InferenceRequest(body=b"1"))
+    assert isinstance(result, Submission) and result.in_doubt
+    assert len(runtime.calls) == 1
+    assert (result.output_location, result.deadline, result.attempts) == (None, now + 42.0, 1)
+    stats = dispatcher.statistics()
+    assert (stats.resends, stats.in_doubt, stats.accepted, stats.pending) == (0, 1, 0, 1)
+    await dispatcher.complete(result)  # it holds a max_pending token like an accepted one
+    assert dispatcher.statistics().pending == 0
+
+
+async def test_retries_that_run_out_after_a_lost_answer_leave_the_request_in_doubt() -> None:
+    def script(kwargs: dict[str, Any], attempt: int) -> BaseException:
+        return reset_after_sending() if attempt == 1 else client_error("ThrottlingException", 400)
+
+    runtime = FakeRuntime(script)
+    forgotten: list[str] = []
+    dispatcher = make(runtime, forget=lambda inference_id, sent: forgotten.append(inference_id))
+    result = await dispatcher.submit(InferenceRequest(body=b"1"))
+    # The first attempt may have been accepted: it is not "rejected", and its id is still tracked.
+    assert isinstance(result, Submission) and result.in_doubt and result.attempts == FAST_RETRY.attempts
+    assert forgotten == []
+
+
+async def test_a_request_that_never_connected_is_unsent_not_in_doubt() -> None:
+    runtime = FakeRuntime(lambda kwargs, attempt: refused())
+    calls: list[tuple[str, bool]] = []
+    dispatcher = make(
+        runtime,
+        retry=RetryPolicy(attempts=2, wait_initial=0.001, wait_max=0.002),
+        forget=lambda inference_id, sent: calls.append((inference_id, sent)),
+    )
+    with pytest.raises(ServiceUnreachable):
+        await dispatcher.submit(InferenceRequest(body=b"1", inference_id="never-left"))
+    assert calls == [("never-left", False)]
+
+
+async def test_a_request_cancelled_on_the_wire_may_have_arrived() -> None:
+    runtime = FakeRuntime(latency=10)
+    calls: list[tuple[str, bool]] = []
+    dispatcher = make(runtime, forget=lambda inference_id, sent: calls.append((inference_id, sent)))
+    with anyio.move_on_after(0.05):
+        await dispatcher.submit(InferenceRequest(body=b"1", inference_id="on-the-wire"))
+    assert calls == [("on-the-wire", True)]

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -22,14 +23,22 @@ from fanout import (
     Succeeded,
 )
 from fanout._runner import Client, RunReport, open_client
-from fanout.testing import Distribution, Emulator, FaultConfig, NotificationFaults, open_emulator
+from fanout.testing import (
+    Distribution,
+    Emulator,
+    FaultConfig,
+    NotificationFaults,
+    default_config,
+    open_emulator,
+)
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with open_emulator() as emu:
+    early = FaultConfig(notifications=NotificationFaults(early_rate=0.2))
+    async with open_emulator(replace(default_config(), faults=early)) as emu:
         for name, value in emu.env.items():
             monkeypatch.setenv(name, value)
         yield emu

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from fanout._config import HybridTracking, S3Tracking, SqsTracking
 from fanout._exceptions import QueueNotFound
-from fanout._models import Expired, Failed, Outcome, Submission, Succeeded
+from fanout._models import Expired, Failed, Submission, Succeeded
 from fanout._tracking import Tracker, open_tracker
 from fanout._tracking._ledger import Resolution
 
@@ -202,12 +202,16 @@ async def tracker_for(
         yield tracker
 
 
-async def collect(tracker: Tracker, count: int, timeout: float = 5.0) -> list[Resolution]:
+async def collect(
+    tracker: Tracker, count: int, timeout: float = 5.0, *, acknowledge: bool = True
+) -> list[Resolution]:
     outcomes: list[Resolution] = []
     with anyio.fail_after(timeout):
         async for outcome in tracker:
             assert isinstance(outcome, Succeeded | Failed | Expired)
             outcomes.append(outcome)
+            if acknowledge:
+                tracker.acknowledge(outcome.inference_id)
             if len(outcomes) == count:
                 break
     return outcomes
@@ -376,36 +380,64 @@ async def test_transient_receive_errors_are_retried() -> None:
     assert isinstance(outcome, Succeeded)
 
 
-async def test_wait_claims_the_outcome_from_the_stream() -> None:
+async def test_a_notification_before_track_still_gets_its_result_fetched() -> None:
+    # SNS can beat the 202: the notification is held, and once tracked its result is fetched from
+    # S3 like any other (AWS's default: no responseBody in the notification).
+    sqs, s3 = FakeSqs(), FakeS3()
+    async with tracker_for(sqs_tracking(), sqs, s3) as tracker:
+        for n in range(5):
+            tracker.expect(f"i{n}", 1e12)
+            s3.put(f"s3://out/results/i{n}-x.out", f"result {n}".encode())
+            sqs.send(notice(f"i{n}"))
+        with anyio.fail_after(5):
+            while tracker.statistics().held < 5:
+                await anyio.sleep(0.02)
+        for n in range(5):
+            tracker.track(submission(f"i{n}"))
+        outcomes = await collect(tracker, 5)
+    assert {o.inference_id: o.result for o in outcomes if isinstance(o, Succeeded)} == {
+        f"i{n}": f"result {n}".encode() for n in range(5)
+    }
+    assert s3.calls["get"] == 5
+
+
+async def test_a_message_leaves_the_queue_only_once_its_outcome_is_acknowledged() -> None:
+    sqs = FakeSqs()
+    async with tracker_for(sqs_tracking(visibility_timeout=1), sqs, None, fetch=False) as tracker:
+        tracker.expect("early", 1e12)
+        sqs.send(notice("early"))  # held: it came before track()
+        with anyio.fail_after(5):
+            while not tracker.statistics().held:
+                await anyio.sleep(0.02)
+        tracker.expect("late", 1e12)
+        tracker.track(submission("late"))
+        sqs.send(notice("late"))
+        tracker.track(submission("early"))
+        outcomes = await collect(tracker, 2, acknowledge=False)
+        await anyio.sleep(1.2)  # longer than the visibility timeout: the heartbeat keeps them hidden
+        assert len(sqs.messages) == 2
+        assert not sqs.called("DeleteMessageBatch")
+        assert tracker.statistics().unacknowledged == 2
+        assert tracker.statistics().received == 2  # not redelivered
+        for outcome in outcomes:
+            tracker.acknowledge(outcome.inference_id)
+        with anyio.fail_after(5):
+            while sqs.messages:
+                await anyio.sleep(0.02)
+        assert tracker.statistics().unacknowledged == 0
+
+
+async def test_messages_never_acknowledged_are_made_visible_on_exit() -> None:
     sqs = FakeSqs()
     async with tracker_for(sqs_tracking(), sqs, None, fetch=False) as tracker:
-        for name in ("a", "b"):
-            tracker.expect(name, 1e12)
-            tracker.track(submission(name))
-        async with anyio.create_task_group() as tg:
-            claimed: list[Outcome] = []
-
-            async def waiter() -> None:
-                claimed.append(await tracker.wait("a"))
-
-            tg.start_soon(waiter)
-            await anyio.sleep(0.05)
-            sqs.send(notice("a"))
-            sqs.send(notice("b"))
-        [streamed] = await collect(tracker, 1)
-        assert [o.inference_id for o in claimed] == ["a"]
-        assert streamed.inference_id == "b"
-        with pytest.raises(LookupError):
-            await tracker.wait("a")  # already delivered
-        # An outcome still in the buffer can be taken out by wait().
-        tracker.expect("c", 1e12)
-        tracker.track(submission("c"))
-        sqs.send(notice("c"))
-        with anyio.fail_after(5):
-            while not tracker.statistics().buffered:
-                await anyio.sleep(0.02)
-        assert (await tracker.wait("c")).inference_id == "c"
-        assert tracker.statistics().buffered == 0
+        tracker.expect("a", 1e12)
+        tracker.track(submission("a"))
+        sqs.send(notice("a"))
+        await collect(tracker, 1, acknowledge=False)
+    assert list(sqs.messages) == ["m1"]
+    [release] = sqs.called("ChangeMessageVisibilityBatch")
+    assert release["Entries"][0]["VisibilityTimeout"] == 0
+    assert sqs.invisible_until["m1"] <= anyio.current_time()
 
 
 async def test_expired_when_the_deadline_passes() -> None:

@@ -16,14 +16,15 @@ from fanout._config import Limits, RetryPolicy, Staging, parse_s3_uri
 from fanout._dispatch import Dispatcher, open_runtime_client
 from fanout._exceptions import BucketNotFound, EndpointNotFound
 from fanout._models import InferenceRequest, Submission
-from fanout.testing import FaultConfig, ThrottleConfig, default_config, open_emulator
+from fanout.testing import FaultConfig, NotificationFaults, ThrottleConfig, default_config, open_emulator
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    async with open_emulator(default_config()) as emu:
+    early = FaultConfig(notifications=NotificationFaults(early_rate=0.2))
+    async with open_emulator(replace(default_config(), faults=early)) as emu:
         for name, value in emu.env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AWS_DEFAULT_REGION", emu.env["AWS_REGION"])

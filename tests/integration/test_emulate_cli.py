@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout import ConfigError
 from fanout.testing import run_emulator_process
 from fanout.testing._server import ENV_NAMES, READY_LINE
 
@@ -79,6 +80,12 @@ asyncio.run(main())
 """
 
 
+SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/sagemaker/aws4_request, SignedHeaders=host, "
+    "Signature=0"
+)
+
+
 def start_emulator(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "fanout.testing", *args],
@@ -137,6 +144,8 @@ def test_export_lines_drive_a_plain_aiobotocore_script(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert "fanout emulator listening on" in stderr
+    # AWS's default, and said at start so nobody builds on responses riding in the notifications
+    assert "IncludeInferenceResponseIn unset: results only at the output location" in stderr
 
 
 @pytest.mark.parametrize(
@@ -181,3 +190,25 @@ def test_a_config_file_and_the_subprocess_helper(tmp_path: Path) -> None:
             stats = json.load(response)
         assert stats["seed"] == 1
         assert stats["queues"]["done"]["sent"] == 1  # the TestNotification
+
+
+def test_the_subprocess_helper_starts_with_the_faults_it_is_given() -> None:
+    with (
+        pytest.raises(ConfigError, match=r"faults\.notifications\.early_rate: must be between 0 and 1"),
+        run_emulator_process(faults={"notifications": {"early_rate": 2}}),
+    ):
+        pass
+    with run_emulator_process(faults={"notifications": {"early_rate": 1.0}}) as env:
+        request = urllib.request.Request(
+            f"{env['AWS_ENDPOINT_URL']}/endpoints/fanout-demo/async-invocations",
+            data=b"{}",
+            method="POST",
+            headers={"Authorization": SIGV4, "Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+        with urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/_fanout/stats", timeout=10) as response:
+            stats = json.load(response)
+        assert stats["notifications"]["early"] == 1
+        assert stats["notifications"]["early_capped"] == 0
+        assert stats["queues"]["fanout-notifications"]["sent"] == 3  # 2 TestNotifications and this one

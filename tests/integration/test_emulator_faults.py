@@ -285,3 +285,162 @@ async def test_faults_change_over_http() -> None:
         async with http.put(url, json={}) as response:
             assert response.status == 200
         assert await invoke_many(runtime, 2) == {"ok": 2}
+
+
+def slow_config(service_ms: float, **faults: Any) -> EmulatorConfig:
+    """The default config with one worker that takes ``service_ms`` per invocation."""
+    base = seeded(**faults)
+    endpoint = dataclasses.replace(
+        base.endpoints[0],
+        instance_count=1,
+        max_concurrent_invocations_per_instance=1,
+        service_time=Distribution("constant", ms=service_ms),
+    )
+    return dataclasses.replace(base, endpoints=(endpoint,))
+
+
+async def receive_now(emu: Emulator, sqs: Any) -> list[dict[str, Any]]:
+    """The SageMaker notifications in the queue at this instant (no long poll), deleted."""
+    url = emu.queue_url(QUEUE)
+    found: list[dict[str, Any]] = []
+    for _ in range(10):  # bounded: a few messages at most are in the queue
+        reply = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            value = json.loads(json.loads(message["Body"])["Message"])
+            if value.get("eventName") != "TestNotification":
+                found.append(value)
+    return found
+
+
+async def test_early_notifications_are_in_sqs_before_the_202_reaches_the_client() -> None:
+    # 150 ms per invocation: without the knob, the 202 comes back long before the notification
+    async with open_emulator(slow_config(150)) as emu, clients(emu) as (runtime, sqs):
+        await runtime.invoke_endpoint_async(EndpointName="fanout-demo", Body=b"{}", InferenceId="late")
+        assert await receive_now(emu, sqs) == []
+        with anyio.fail_after(10):
+            while emu.stats()["invocations"]["processed"] < 1:
+                await anyio.sleep(0.01)
+        assert [m["inferenceId"] for m in await receive_now(emu, sqs)] == ["late"]
+
+        emu.set_faults(FaultConfig(notifications=NotificationFaults(early_rate=1.0)))
+        for inference_id, body in (("early-ok", b"{}"), ("early-failed", b'{"fail": true}')):
+            start = time.monotonic()
+            reply = await runtime.invoke_endpoint_async(
+                EndpointName="fanout-demo", Body=body, InferenceId=inference_id
+            )
+            assert time.monotonic() - start >= 0.15  # the 202 waited for the invocation
+            # the normal 202, every header included
+            assert reply["ResponseMetadata"]["HTTPStatusCode"] == 202
+            assert reply["InferenceId"] == inference_id
+            assert reply["OutputLocation"].startswith("s3://fanout-output/results/")
+            assert reply["FailureLocation"].startswith("s3://fanout-output/failures/")
+            (message,) = await receive_now(emu, sqs)
+            assert message["inferenceId"] == inference_id
+            assert message["invocationStatus"] == ("Failed" if "fail" in inference_id else "Completed")
+        stats = emu.stats()
+        assert stats["notifications"]["early"] == 2
+        assert stats["notifications"]["early_capped"] == 0
+        assert stats["invocations"]["accepted"] == 3
+        assert stats["requests"]["sagemaker.InvokeEndpointAsync"] == {"ok": 3}
+
+
+async def test_early_rate_is_a_share_and_changes_over_http() -> None:
+    async with (
+        open_emulator(seeded()) as emu,
+        clients(emu) as (runtime, sqs),
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"{emu.endpoint_url}/_fanout/faults"
+        async with http.put(url, json={"notifications": {"early_rate": 0.3}}) as response:
+            assert response.status == 200
+        assert emu.faults.notifications.early_rate == 0.3
+        assert await invoke_many(runtime, 100) == {"ok": 100}
+        early = emu.stats()["notifications"]["early"]
+        assert 10 <= early <= 60
+        assert sorted(inference_ids(await drain(emu, sqs, 100))) == sorted(f"id-{i}" for i in range(100))
+
+
+async def test_an_early_202_is_released_by_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fanout.testing._sagemaker.EARLY_HOLD_SECONDS", 0.2)
+    config = slow_config(3_000, notifications=NotificationFaults(early_rate=1.0))
+    async with open_emulator(config) as emu, clients(emu) as (runtime, sqs):
+        start = time.monotonic()
+        await runtime.invoke_endpoint_async(EndpointName="fanout-demo", Body=b"{}")
+        assert 0.2 <= time.monotonic() - start < 2.5
+        assert await receive_now(emu, sqs) == []
+        assert emu.stats()["notifications"]["early_capped"] == 1
+
+
+async def test_an_endpoint_without_topics_never_holds_its_202() -> None:
+    base = slow_config(2_000, notifications=NotificationFaults(early_rate=1.0))
+    silent = dataclasses.replace(base.endpoints[0], success_topic=None, error_topic=None)
+    async with (
+        open_emulator(dataclasses.replace(base, endpoints=(silent,))) as emu,
+        clients(emu) as (runtime, _),
+    ):
+        start = time.monotonic()
+        await runtime.invoke_endpoint_async(EndpointName="fanout-demo", Body=b"{}")
+        assert time.monotonic() - start < 1.5
+        assert emu.stats()["notifications"]["early"] == 0
+
+
+async def test_a_dropped_response_loses_the_202_but_the_invocation_runs() -> None:
+    async with (
+        open_emulator(seeded(drop_response_rate=1.0)) as emu,
+        clients(emu) as (runtime, sqs),
+        get_session().create_client(
+            "s3",
+            region_name=emu.config.region,
+            endpoint_url=emu.endpoint_url,
+            aws_access_key_id="AKID",
+            aws_secret_access_key="secret",
+        ) as s3,
+    ):
+        with pytest.raises(ConnectionClosedError):
+            await runtime.invoke_endpoint_async(
+                EndpointName="fanout-demo", Body=b"{}", InferenceId="lost-202"
+            )
+        (body,) = await drain(emu, sqs, 1)
+        message = json.loads(json.loads(body)["Message"])
+        assert message["inferenceId"] == "lost-202"
+        assert message["invocationStatus"] == "Completed"
+        key = message["responseParameters"]["outputLocation"].removeprefix("s3://fanout-output/")
+        output = await s3.get_object(Bucket="fanout-output", Key=key)
+        assert json.loads(await output["Body"].read())["bytes"] == 2
+        stats = emu.stats()
+        assert stats["faults"]["dropped_responses"] == 1
+        assert stats["faults"]["dropped_connections"] == 0
+        assert stats["requests"]["sagemaker.InvokeEndpointAsync"] == {"dropped_response": 1}
+        assert stats["invocations"]["accepted"] == stats["invocations"]["succeeded"] == 1
+
+
+async def test_drops_before_and_after_the_handler_work_together() -> None:
+    config = seeded(drop_connection_rate=0.3, drop_response_rate=0.3)
+    async with open_emulator(config) as emu, clients(emu) as (runtime, sqs):
+        answered = 0
+        for i in range(60):
+            try:
+                await runtime.invoke_endpoint_async(
+                    EndpointName="fanout-demo", Body=b"{}", InferenceId=f"id-{i}"
+                )
+            except ConnectionClosedError:
+                pass
+            else:
+                answered += 1
+        stats = emu.stats()
+        before, after = stats["faults"]["dropped_connections"], stats["faults"]["dropped_responses"]
+        assert before > 0 and after > 0
+        assert answered + before + after == 60
+        assert stats["requests"]["sagemaker.InvokeEndpointAsync"] == {
+            "ok": answered,
+            "dropped": before,
+            "dropped_response": after,
+        }
+        # a request dropped before its handler never ran; one dropped after it did
+        accepted = stats["invocations"]["accepted"]
+        assert accepted == answered + after
+        assert len(set(inference_ids(await drain(emu, sqs, accepted)))) == accepted

@@ -135,8 +135,13 @@ async def test_no_failure_location_without_a_failure_path() -> None:
         assert "failureLocation" not in failed["responseParameters"]
 
 
-async def test_completed_notifications_inline_and_through_s3_carry_the_right_result() -> None:
-    async with open_emulator() as emu, clients(emu) as (runtime, sqs, s3):
+BOTH_TOPICS = ("SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC")
+
+
+@pytest.mark.parametrize("included", [False, True], ids=["default", "included"])
+async def test_completed_notifications_inline_and_through_s3_carry_the_right_result(included: bool) -> None:
+    config = config_with(include_inference_response_in=BOTH_TOPICS) if included else default_config()
+    async with open_emulator(config) as emu, clients(emu) as (runtime, sqs, s3):
         inline_body = b'{"row": "inline"}'
         staged_body = b'{"row": "staged"}'
         await s3.put_object(Bucket="fanout-staging", Key="inputs/row.json", Body=staged_body)
@@ -156,7 +161,10 @@ async def test_completed_notifications_inline_and_through_s3_carry_the_right_res
         assert set(messages) == {"inline-1", "s3-1"}
         for reply, body in ((inline, inline_body), (staged, staged_body)):
             message = messages[reply["InferenceId"]]
-            assert list(message) == [*NOTIFICATION_KEYS[:6], "responseBody", *NOTIFICATION_KEYS[6:]]
+            if included:
+                assert list(message) == [*NOTIFICATION_KEYS[:6], "responseBody", *NOTIFICATION_KEYS[6:]]
+            else:
+                assert list(message) == NOTIFICATION_KEYS
             assert message["invocationStatus"] == "Completed"
             assert message["awsRegion"] == "us-east-1"
             assert message["eventName"] == "InferenceResult"
@@ -169,8 +177,9 @@ async def test_completed_notifications_inline_and_through_s3_carry_the_right_res
                 "outputLocation": reply["OutputLocation"],
             }
             expected = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
-            assert message["responseBody"]["encoding"] == "BASE64"
-            assert json.loads(base64.b64decode(message["responseBody"]["content"])) == expected
+            if included:
+                assert message["responseBody"]["encoding"] == "BASE64"
+                assert json.loads(base64.b64decode(message["responseBody"]["content"])) == expected
             key = reply["OutputLocation"].removeprefix("s3://fanout-output/")
             output = await s3.get_object(Bucket="fanout-output", Key=key)
             assert json.loads(await output["Body"].read()) == expected
@@ -186,8 +195,10 @@ async def test_completed_notifications_inline_and_through_s3_carry_the_right_res
         }
 
 
-async def test_failed_notification_and_failure_object() -> None:
-    async with open_emulator() as emu, clients(emu) as (runtime, sqs, s3):
+@pytest.mark.parametrize("included", [False, True], ids=["default", "included"])
+async def test_failed_notification_and_failure_object(included: bool) -> None:
+    config = config_with(include_inference_response_in=BOTH_TOPICS) if included else default_config()
+    async with open_emulator(config) as emu, clients(emu) as (runtime, sqs, s3):
         reply = await runtime.invoke_endpoint_async(
             EndpointName="fanout-demo", Body=b'{"fail": true, "reason": "row 9"}', InferenceId="bad-1"
         )
@@ -196,7 +207,7 @@ async def test_failed_notification_and_failure_object() -> None:
             *NOTIFICATION_KEYS[:4],
             "failureReason",
             *NOTIFICATION_KEYS[4:6],
-            "responseBody",
+            *(["responseBody"] if included else []),
             *NOTIFICATION_KEYS[6:],
         ]
         assert message["invocationStatus"] == "Failed"
@@ -206,7 +217,8 @@ async def test_failed_notification_and_failure_object() -> None:
         key = reply["FailureLocation"].removeprefix("s3://fanout-output/")
         failure = await s3.get_object(Bucket="fanout-output", Key=key)
         assert (await failure["Body"].read()).decode() == message["failureReason"]
-        assert base64.b64decode(message["responseBody"]["content"]).decode() == message["failureReason"]
+        if included:
+            assert base64.b64decode(message["responseBody"]["content"]).decode() == message["failureReason"]
         with pytest.raises(Exception, match="NoSuchKey"):
             await s3.get_object(
                 Bucket="fanout-output", Key=reply["OutputLocation"].removeprefix("s3://fanout-output/")

@@ -72,6 +72,7 @@ def test_flags_win_over_the_variables() -> None:
         "text/csv",
         "--resume-wait",
         "4",
+        "--at-most-once",
     )
     assert options.endpoint_name == "other"
     assert isinstance(options.tracking, HybridTracking)
@@ -83,7 +84,9 @@ def test_flags_win_over_the_variables() -> None:
         12.5,
     )
     assert (options.defaults.request_ttl_seconds, options.defaults.invocation_timeout_seconds) == (120, 30)
-    assert (options.fetch, options.defaults.content_type, options.resume_wait) == (False, "text/csv", 4.0)
+    assert (options.fetch, options.defaults.content_type) == (False, "text/csv")
+    assert (options.retry.in_doubt_wait, options.retry.at_most_once) == (4.0, True)
+    assert not _options("--queue-url", "https://q").retry.at_most_once
 
 
 def test_s3_tracking_needs_no_queue_and_inline_needs_no_staging() -> None:

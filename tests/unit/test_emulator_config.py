@@ -46,10 +46,8 @@ def test_default_config_declares_what_the_contract_names() -> None:
     assert endpoint.name == "fanout-demo"
     assert endpoint.s3_output_path == "s3://fanout-output/results"
     assert endpoint.s3_failure_path == "s3://fanout-output/failures"
-    assert set(endpoint.include_inference_response_in) == {
-        "SUCCESS_NOTIFICATION_TOPIC",
-        "ERROR_NOTIFICATION_TOPIC",
-    }
+    # AWS's default: IncludeInferenceResponseIn unset, results only at the output location
+    assert endpoint.include_inference_response_in == ()
     assert endpoint.workers >= 64
     assert config.staging == "s3://fanout-staging/inputs"
     assert {"fanout-output", "fanout-staging"} <= set(config.buckets)
@@ -128,6 +126,22 @@ def test_json_and_toml_files_load(tmp_path: Path) -> None:
             "faults.notifications.loss_rate: must be between 0 and 1, got -0.1",
         ),
         ({"faults": {"error_rate": 1.5}}, "faults.error_rate: must be between 0 and 1, got 1.5"),
+        (
+            {"faults": {"notifications": {"early_rate": 1.2}}},
+            "faults.notifications.early_rate: must be between 0 and 1, got 1.2",
+        ),
+        (
+            {"faults": {"notifications": {"early_rate": "half"}}},
+            "faults.notifications.early_rate: must be between 0 and 1, got 'half'",
+        ),
+        (
+            {"faults": {"drop_response_rate": -0.5}},
+            "faults.drop_response_rate: must be between 0 and 1, got -0.5",
+        ),
+        (
+            {"faults": {"drop_response_rate": True}},
+            "faults.drop_response_rate: must be between 0 and 1, got True",
+        ),
         ({"faults": {"throttle": {"rate": -5}}}, "faults.throttle.rate: must be a number > 0, got -5"),
         ({"faults": {"throttle": {"rate": 5, "burst": 0.5}}}, "faults.throttle.burst: must be a number >= 1"),
         ({"faults": {"error_statuses": [502]}}, "faults.error_statuses: must be a non-empty list of 500"),
@@ -217,6 +231,10 @@ def test_dataclasses_validate_when_built_directly() -> None:
         NotificationFaults(loss_rate=-0.1)
     with pytest.raises(ConfigError, match="drop_connection_rate"):
         FaultConfig(drop_connection_rate=2)
+    with pytest.raises(ConfigError, match=r"drop_response_rate: must be between 0 and 1, got 2"):
+        FaultConfig(drop_response_rate=2)
+    with pytest.raises(ConfigError, match=r"early_rate: must be between 0 and 1, got nan"):
+        NotificationFaults(early_rate=float("nan"))
     with pytest.raises(ConfigError, match="high_ms: must be >= low_ms"):
         Distribution("uniform", low_ms=5, high_ms=1)
     with pytest.raises(ConfigError, match="include_inference_response_in"):
@@ -232,6 +250,24 @@ def test_faults_from_dict_matches_the_put_endpoint_shape() -> None:
     assert faults.drop_connection_rate == 0.5
     assert faults.notifications.active
     assert not FaultConfig().notifications.active
+
+
+def test_the_new_knobs_load_from_dicts_and_files_and_are_off_by_default(tmp_path: Path) -> None:
+    assert FaultConfig().drop_response_rate == 0.0
+    assert FaultConfig().notifications.early_rate == 0.0
+    faults = faults_from_dict({"drop_response_rate": 0.25, "notifications": {"early_rate": 0.5}})
+    assert faults.drop_response_rate == 0.25
+    assert faults.notifications.early_rate == 0.5
+    # early_rate acts on when the 202 is written, not on each delivery
+    assert not faults.notifications.active
+    as_toml = tmp_path / "emu.toml"
+    as_toml.write_text(
+        'buckets = ["out"]\n[faults]\ndrop_response_rate = 0.1\n'
+        "drop_connection_rate = 0.2\n[faults.notifications]\nearly_rate = 0.3\n"
+    )
+    loaded = load_config(as_toml).faults
+    assert (loaded.drop_response_rate, loaded.drop_connection_rate) == (0.1, 0.2)
+    assert loaded.notifications.early_rate == 0.3
 
 
 def test_model_import_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,6 +336,22 @@ def test_request_faults_are_reproducible_with_the_seed() -> None:
     assert outcomes == {"pass", "error", "drop"}
     injector = FaultInjector(faults, seed=1)
     assert injector.decide("sqs", "ReceiveMessage", "sqs") == ("pass", 0)  # not a target
+
+
+def test_dropped_connections_and_dropped_responses_are_drawn_together() -> None:
+    injector = FaultInjector(FaultConfig(drop_connection_rate=0.3, drop_response_rate=0.5), seed=3)
+    actions = [injector.decide("sagemaker", "InvokeEndpointAsync", "ep")[0] for _ in range(400)]
+    assert set(actions) == {"pass", "drop", "drop_response"}
+    stats = injector.statistics()
+    assert stats["dropped_connections"] == actions.count("drop")
+    assert stats["dropped_responses"] == actions.count("drop_response")
+    # turning the new knob on leaves the draws of a config without it as they were
+    plain = FaultInjector(FaultConfig(error_rate=0.3, drop_connection_rate=0.1), seed=1)
+    with_zero = FaultInjector(
+        FaultConfig(error_rate=0.3, drop_connection_rate=0.1, drop_response_rate=0.0), seed=1
+    )
+    for _ in range(100):
+        assert plain.decide("sagemaker", "X", "ep") == with_zero.decide("sagemaker", "X", "ep")
 
 
 def test_notification_faults_lose_malform_and_duplicate_without_a_loop() -> None:

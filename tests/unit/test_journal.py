@@ -6,9 +6,11 @@ import contextlib
 import io
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,9 +29,12 @@ def _open(path: Path) -> Journal:
 
 
 def _crash(journal: Journal) -> None:
-    """What SIGKILL does to the journal: uncommitted work is lost, committed work stays."""
+    """What SIGKILL does to the journal: uncommitted work is lost, committed work stays, and the
+    lock goes with the process."""
     journal._db.rollback()
     journal._db.close()
+    if journal._lock is not None:
+        os.close(journal._lock)
 
 
 def _submission(inference_id: str, id: str) -> Submission:
@@ -339,4 +344,54 @@ def test_statuses_count_every_run(tmp_path: Path) -> None:
     resumed.write([(3, 0, "rejected", b"c\n"), (4, 0, "succeeded", b"d\n")])
     assert resumed.statuses() == {"succeeded": 2, "failed": 1, "rejected": 1}
     output.close()
+    resumed.close()
+
+
+def test_a_second_run_on_the_same_journal_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
+    first = _open(tmp_path / "j")
+    with pytest.raises(JournalError, match="in use by another fanout run"):
+        _open(tmp_path / "j")
+    # A separate process too: flock is per open file, so this is what another `fanout run` sees.
+    script = (
+        "import sys\n"
+        "from fanout._journal import Journal\n"
+        "from fanout._exceptions import JournalError\n"
+        "try:\n"
+        f"    Journal.open({str(tmp_path / 'j')!r}, fingerprint={FINGERPRINT!r})\n"
+        "except JournalError as exc:\n"
+        "    print(exc); sys.exit(7)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7, done.stderr
+    assert "in use" in done.stdout
+    first.close()
+    second = _open(tmp_path / "j")  # free again once the first run is over
+    assert second.resumed
+    second.close()
+
+
+def test_the_journal_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j")
+    journal.claim(line=1, crc=1, id="a", inference_id="i1", route="inline")
+    journal.mark_sending("i1", deadline=9.0, now=1.0)
+    for name in ("j", "j-wal", "j-shm"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+    journal.close()
+
+
+def test_unsent_requests_go_back_to_read_and_in_doubt_ones_stay_sending(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j")
+    for line, iid in enumerate(["i1", "i2", "i3"], start=1):
+        journal.claim(line=line, crc=line, id=f"r{line}", inference_id=iid, route="inline")
+        journal.mark_sending(iid, deadline=50.0, now=5.0)
+    journal.mark_unsent("i1")  # every attempt failed to connect: never left
+    journal.mark_accepted(replace(_submission("i2", "r2"), in_doubt=True))  # no 202: still in doubt
+    journal.mark_sending("i3", deadline=80.0, now=8.0)  # sent again by a later run: stays SENDING
+    _crash(journal)
+    resumed = _open(tmp_path / "j")
+    assert {row.line: row.state for row in resumed.rows()} == {1: READ, 2: SENDING, 3: SENDING}
+    assert {item.submission.inference_id: item.submission.deadline for item in resumed.outstanding()} == {
+        "i2": 50.0,
+        "i3": 80.0,
+    }
     resumed.close()

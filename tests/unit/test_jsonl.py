@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from typing import Any
 
 import pytest
@@ -133,6 +134,41 @@ def test_invalid_utf8_is_rejected() -> None:
     assert "not valid UTF-8" in _rejected(b'{"body": "\xff"}').reason
 
 
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('{"body": 1e400}', "1e400 is too large for a double"),
+        ('{"body": [-1e999]}', "-1e999 is too large for a double"),
+        ('{"body": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested 100001 levels deep"),
+        ('{"body": "\\ud800"}', "'body' holds a lone surrogate '\\ud800'"),
+        ('{"body": {"k": ["x\\udc00"]}}', "'body' holds a lone surrogate"),
+        ('{"body": {"\\udfff": 1}}', "a key of 'body' holds a lone surrogate"),
+        ('{"id": "\\ud800", "body": 1}', "'id' holds a lone surrogate"),
+        ('{"inference_id": "a\\ud800", "body": 1}', "'inference_id' holds a lone surrogate"),
+        ('{"body": 1, "custom_attributes": "\\ud800"}', "'custom_attributes' holds a lone surrogate"),
+        ('{"body": ' + "9" * 5000 + "}", "malformed JSON"),
+    ],
+)
+def test_hostile_lines_are_rejections_not_crashes(line: str, fragment: str) -> None:
+    rejected = _rejected(line)
+    assert fragment in rejected.reason
+    assert rejected.id == "7"
+    format_outcome(rejected).decode("utf-8")  # and the rejection itself can be written
+
+
+def test_pairs_of_surrogates_and_deep_but_allowed_nesting_are_fine() -> None:
+    assert _request('{"body": "\\ud83d\\ude00"}').body == '"\U0001f600"'.encode()
+    deep = "[" * 500 + "]" * 500
+    assert _request('{"body": ' + deep + "}").body == deep.encode()
+    assert _request('{"body": "' + "[" * 5000 + '"}').body == ('"' + "[" * 5000 + '"').encode()
+
+
+def test_encode_json_refuses_what_is_not_json() -> None:
+    for value in (math.inf, math.nan, "\ud800"):
+        with pytest.raises(ValueError):
+            encode_json(value)
+
+
 @given(json_values)
 def test_any_json_body_round_trips(value: Any) -> None:
     request = _request(json.dumps({"body": value}))
@@ -194,6 +230,17 @@ def test_other_output_goes_to_result_base64(result: bytes, content_type: str) ->
     record = _decode(format_outcome(outcome))
     assert base64.b64decode(record["result_base64"]) == result
     assert "result" not in record
+
+
+@pytest.mark.parametrize(
+    "result",
+    [b"[" * 10_000 + b"]" * 10_000, b'{"v": 1e999}', b'{"v": "\\ud800"}', b"NaN"],
+    ids=["too-deep", "out-of-range", "lone-surrogate", "nan"],
+)
+def test_json_output_that_cannot_be_written_back_as_json_goes_to_result_base64(result: bytes) -> None:
+    outcome = Succeeded(inference_id="i", result=result, content_type="application/json", completed_at=1.0)
+    record = _decode(format_outcome(outcome))
+    assert base64.b64decode(record["result_base64"]) == result
 
 
 def test_output_of_unknown_type_is_parsed_when_it_is_json() -> None:

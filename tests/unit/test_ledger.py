@@ -54,7 +54,7 @@ def test_resolve_then_duplicate() -> None:
     assert outcome.result == b"{}"
     assert outcome.completed_at == 5.0
     assert outcome.submitted_at == -1
-    assert ledger.resolve(notification("a"), 6.0) is None
+    assert ledger.resolve(notification("a"), 6.0) == "duplicate"
     assert ledger.expire(math.inf) == []
     stats = ledger.statistics()
     assert (stats.resolved, stats.duplicates, stats.unknown, stats.pending) == (1, 1, 0, 0)
@@ -65,8 +65,8 @@ def test_resolve_then_duplicate() -> None:
 def test_notification_before_track_is_held() -> None:
     ledger = Ledger()
     ledger.expect("a", 100.0)
-    assert ledger.resolve(notification("a", "Failed"), 1.0) is None
-    assert ledger.resolve(notification("a", "Completed"), 1.5) is None
+    assert ledger.resolve(notification("a", "Failed"), 1.0) == "held"
+    assert ledger.resolve(notification("a", "Completed"), 1.5) == "duplicate"
     assert ledger.statistics().held == 1
     outcome = ledger.track(submission("a", deadline=100.0), 2.0)
     assert isinstance(outcome, Failed)
@@ -82,7 +82,7 @@ def test_forget_drops_held_notification() -> None:
     ledger.resolve(notification("a"), 1.0)
     assert ledger.forget("a")
     assert not ledger.forget("a")
-    assert ledger.resolve(notification("a"), 2.0) is None
+    assert ledger.resolve(notification("a"), 2.0) == "unknown"
     assert not ledger.is_known("a")
     stats = ledger.statistics()
     assert (stats.held, stats.forgotten, stats.unknown) == (0, 1, 1)
@@ -90,7 +90,7 @@ def test_forget_drops_held_notification() -> None:
 
 def test_unknown_id() -> None:
     ledger = Ledger()
-    assert ledger.resolve(notification("nobody"), 1.0) is None
+    assert ledger.resolve(notification("nobody"), 1.0) == "unknown"
     assert ledger.statistics().unknown == 1
     assert not ledger.is_known("nobody")
 
@@ -107,7 +107,7 @@ def test_expiry_uses_the_submission_deadline_and_skips_stale_entries() -> None:
     assert [e.inference_id for e in expired] == ["b"]
     assert expired[0].deadline == 20.0
     assert expired[0].completed_at == 25.0
-    assert ledger.resolve(notification("b"), 26.0) is None  # a late notice is a duplicate
+    assert ledger.resolve(notification("b"), 26.0) == "duplicate"  # a late notice
     assert ledger.statistics().duplicates == 1
     assert [e.inference_id for e in ledger.expire(30.0)] == ["a"]
     assert ledger.expire(math.inf) == []
@@ -126,7 +126,7 @@ def test_track_without_expect_and_track_after_outcome() -> None:
     ledger = Ledger()
     assert ledger.track(submission("a", deadline=50.0), 0.0) is None
     assert ledger.statistics().pending == 1
-    assert ledger.resolve(notification("a"), 1.0) is not None
+    assert isinstance(ledger.resolve(notification("a"), 1.0), Succeeded)
     assert ledger.track(submission("a", deadline=50.0), 2.0) is None
     assert ledger.statistics().pending == 0
 
@@ -155,7 +155,7 @@ def test_remembered_ids_are_bounded() -> None:
         ledger.resolve(notification(name), 1.0)
     assert not ledger.is_known("a")
     assert ledger.is_known("b") and ledger.is_known("c")
-    assert ledger.resolve(notification("a"), 2.0) is None
+    assert ledger.resolve(notification("a"), 2.0) == "unknown"
     assert ledger.statistics().unknown == 1
     with pytest.raises(ValueError):
         Ledger(remember=0)
@@ -204,7 +204,7 @@ def run(events: list[Event], remember: int) -> tuple[Ledger, list[Resolution]]:
             ledger.forget(name)
         else:
             assert status is not None
-            if (outcome := ledger.resolve(notification(name, status), now)) is not None:
+            if not isinstance(outcome := ledger.resolve(notification(name, status), now), str):
                 outcomes.append(outcome)
     outcomes.extend(ledger.expire(math.inf))
     return ledger, outcomes
@@ -246,7 +246,7 @@ def test_expiry_and_notifications_race(steps: list[tuple[int, str, int]], deadli
     outcomes: list[Resolution] = []
     for index, kind, now in steps:
         if kind == "resolve":
-            if (outcome := ledger.resolve(notification(f"i{index}"), float(now))) is not None:
+            if not isinstance(outcome := ledger.resolve(notification(f"i{index}"), float(now)), str):
                 outcomes.append(outcome)
         else:
             expired = ledger.expire(float(now))
@@ -266,7 +266,7 @@ def test_memory_follows_pending_ids_not_every_id_ever_sent() -> None:
         inference_id = f"id-{n}"
         ledger.expect(inference_id, 1e9)
         ledger.track(submission(inference_id), now=1.0)
-        assert ledger.resolve(notification(inference_id), now=2.0) is not None
+        assert isinstance(ledger.resolve(notification(inference_id), now=2.0), Succeeded)
     assert len(ledger._deadlines) <= 1024
     assert len(ledger) == 0
     ledger.expect("late", 5.0)

@@ -21,7 +21,15 @@ from tenacity import RetryCallState
 
 from fanout._config import RetryPolicy
 from fanout._exceptions import EndpointNotFound
-from fanout._retry import AdaptiveLimiter, AimdControl, classify, describe, is_overload, retrying
+from fanout._retry import (
+    AdaptiveLimiter,
+    AimdControl,
+    classify,
+    delivery_of,
+    describe,
+    is_overload,
+    retrying,
+)
 
 
 def client_error(code: str, status: int, message: str | None = None) -> ClientError:
@@ -329,3 +337,33 @@ def test_rate_samples_stay_within_the_measuring_window() -> None:
     # One second of samples at 1,000/s, not all 50,000.
     assert len(control._sends) <= 1_001
     assert len(control._successes) <= 1_001
+
+
+def test_delivery_of_tells_a_refused_connection_from_a_lost_answer() -> None:
+    from aiohttp import ClientConnectorError, ClientOSError, ServerDisconnectedError
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
+    refused = ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    cases: list[tuple[BaseException, str]] = [
+        (client_error("ThrottlingException", 400), "answered"),
+        (client_error("InternalFailure", 500), "answered"),
+        (EndpointConnectionError(endpoint_url="u", error=refused), "not_sent"),
+        (ConnectTimeoutError(endpoint_url="u"), "not_sent"),
+        (NoCredentialsError(), "not_sent"),
+        (EndpointConnectionError(endpoint_url="u", error=ClientOSError(104, "reset by peer")), "unknown"),
+        (ConnectionClosedError(endpoint_url="u", error=ServerDisconnectedError()), "unknown"),
+        (ReadTimeoutError(endpoint_url="u"), "unknown"),
+        (RuntimeError("who knows"), "unknown"),
+    ]
+    for exc, expected in cases:
+        assert delivery_of(exc) == expected, exc
+
+
+def test_at_most_once_does_not_retry_an_attempt_that_may_have_arrived() -> None:
+    lost = ReadTimeoutError(endpoint_url="u")
+    for at_most_once, retried in ((False, True), (True, False)):
+        controller = retrying(RetryPolicy(at_most_once=at_most_once))
+        state = RetryCallState(controller, None, (), {})
+        state.set_exception((type(lost), lost, None))
+        assert controller.retry(state) is retried
