@@ -9,18 +9,14 @@ benchmark pins itself to core 1 and the emulator to core 0, as in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._harness import ScenarioResult, machine_info, package_versions, write_results
+from ._harness import ScenarioResult, command_line, machine_info, package_versions, pin, write_results
 from .scenarios import DEFAULT_LATENCY, DEFAULT_REPEAT, SCENARIOS, Context, Size, load
 from .scenarios._target import emulator_config
 
@@ -31,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="fanout benchmarks: inline vs S3, mixed sizes, the usual ways, throttling, tracking.",
+        epilog="Run on their own, outside this suite: python -m benchmarks.faults (the fault matrix: "
+        "fanout run killed with SIGKILL and resumed under every emulator fault; --quick, or minutes "
+        "at its 100,000-request default), python -m benchmarks.memory [--lines N], python -m "
+        "benchmarks.dispatch, python -m benchmarks.emulator, python -m benchmarks.tracking.",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="size", help="under a minute each")
@@ -89,36 +89,6 @@ def _latency(option: str | None) -> dict[str, Any]:
     return latency
 
 
-def _pin(enabled: bool) -> tuple[int | None, str]:
-    """Pin this process to the last core and return the core for the emulator (or None)."""
-    if not enabled or not hasattr(os, "sched_setaffinity"):
-        return None, "not pinned"
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return None, f"not pinned (only {len(cores)} core available)"
-    os.sched_setaffinity(0, {cores[-1]})
-    return cores[0], f"benchmark client on core {cores[-1]}, emulator on core {cores[0]}"
-
-
-def _jsonable(result: ScenarioResult) -> dict[str, Any]:
-    def clean(value: float) -> float | None:
-        return None if math.isnan(value) or math.isinf(value) else value
-
-    return {
-        "name": result.name,
-        "title": result.title,
-        "seconds": result.seconds,
-        "headlines": result.headlines,
-        "sides": {
-            group: {
-                side: [{k: clean(v) for k, v in sample.metrics.items()} for sample in samples]
-                for side, samples in sides.items()
-            }
-            for group, sides in result.raw.items()
-        },
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     size: Size = args.size
@@ -128,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.scenario or list(SCENARIOS)
     machine = machine_info()
     latency = _latency(args.latency)
-    emulator_cpu, pinning = _pin(not args.no_pin and not args.real)
+    pinning = pin(not args.no_pin and not args.real)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -141,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results=out,
         real=args.real,
         latency=latency,
-        emulator_cpu=emulator_cpu,
+        emulator_cpu=pinning.server,
         plots=not args.no_plots,
         uvloop=not args.no_uvloop,
         progress=progress,
@@ -158,11 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  → {headline}", file=sys.stderr, flush=True)
         results.append(result)
 
-    command = "python -m benchmarks" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
+    command = command_line("python -m benchmarks", argv)
     setup = {
         "target": "real endpoint (--real)" if args.real else "emulator (fanout.testing) in its own process",
         "size": f"{size}, {repeat} repetition(s) per side",
-        "pinning": pinning,
+        "pinning": pinning.description,
         "event loop": "uvloop" if ctx.uvloop else "asyncio",
     }
     if not args.real:
@@ -175,22 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup["latency model (added per API by the emulator)"] = "; ".join(
             f"{key}: {_describe(value)}" for key, value in latency.items()
         )
-    with contextlib.suppress(OSError):
-        setup["load average at end (1, 5, 15 min)"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     path = write_results(
         results, out, command=command, setup=setup, machine=machine, versions=package_versions()
-    )
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "command": command,
-                "machine": machine,
-                "setup": setup,
-                "scenarios": [_jsonable(r) for r in results],
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
     )
     print(f"wrote {path}", file=sys.stderr)
     return 0

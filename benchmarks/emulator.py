@@ -3,11 +3,14 @@
 The emulator runs as its own process (``python -m fanout.testing``, default configuration) pinned
 to one CPU; this client runs on another CPU with raw aiohttp (no SigV4 signing: a fake
 ``Authorization`` header with the right credential scope routes each request). Every scenario is
-bounded in count and in time, and repeated; the table shows the median and the spread.
+bounded in count and in time, and repeated after one warm-up; the table shows the median and the
+spread.
 
-    python benchmarks/emulator.py [--repetitions 5] [--invokes 10000] [--messages 50000]
+    python -m benchmarks.emulator [--repetitions 5] [--invokes 10000] [--messages 50000] [--no-pin]
+    python benchmarks/emulator.py ...
 
-Writes ``benchmarks/results/emulator.md``.
+Writes ``results/emulator.md`` and ``results/emulator.json``; exits 1 when a median is under the
+target rate.
 """
 
 from __future__ import annotations
@@ -15,26 +18,43 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 
-from fanout.testing import run_emulator_process
+if __package__ in (None, ""):  # ``python benchmarks/emulator.py``: import the checkout as ``-m`` does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RESULTS = Path(__file__).parent / "results" / "emulator.md"
+from benchmarks._harness import (
+    Sample,
+    Table,
+    command_line,
+    header,
+    median,
+    pin,
+    publish,
+    standalone_parser,
+    stat,
+    values,
+)
+from benchmarks.scenarios._target import Control, emulator_process, open_control
+from benchmarks.scenarios._workload import loop_options
+
+RESULTS = Path(__file__).resolve().parent / "results" / "emulator.md"
 TARGET_PER_SECOND = 3_000
 SCENARIO_TIMEOUT = 120.0
 SQS_JSON = "application/x-amz-json-1.0"
+SCENARIOS = {
+    "invokes": ("InvokeEndpointAsync (inline, 202)", "invokes/s"),
+    "receive_delete": ("SQS ReceiveMessage x10 + DeleteMessageBatch", "messages/s"),
+    "receive_only": ("SQS ReceiveMessage x10 (no delete)", "messages/s"),
+}
+"""Metric name: (what is measured, its unit)."""
 
 
 def authorization(service: str) -> str:
@@ -42,29 +62,6 @@ def authorization(service: str) -> str:
         f"AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/{service}/aws4_request, "
         "SignedHeaders=host;x-amz-date, Signature=0"
     )
-
-
-@dataclass
-class Scenario:
-    name: str
-    unit: str
-    rates: list[float] = field(default_factory=list)
-    errors: int = 0
-
-    def row(self) -> str:
-        median = statistics.median(self.rates)
-        spread = f"{min(self.rates):,.0f} – {max(self.rates):,.0f}"
-        verdict = "yes" if median >= TARGET_PER_SECOND else "NO"
-        cells = [
-            self.name,
-            self.unit,
-            f"{median:,.0f}",
-            spread,
-            str(len(self.rates)),
-            str(self.errors),
-            verdict,
-        ]
-        return "| " + " | ".join(cells) + " |"
 
 
 async def run_workers(
@@ -88,18 +85,16 @@ async def run_workers(
     return done, time.perf_counter() - start
 
 
-class Client:
-    def __init__(self, http: aiohttp.ClientSession, env: dict[str, str]) -> None:
-        self.http = http
+class RawClient:
+    """Unsigned sagemaker-runtime and SQS calls over the control's aiohttp session."""
+
+    def __init__(self, control: Control, env: dict[str, str]) -> None:
+        self.control = control
+        self.http = control.http
         self.base = env["AWS_ENDPOINT_URL"]
         self.endpoint = env["FANOUT_ENDPOINT"]
         self.queue_url = env["FANOUT_QUEUE_URL"]
         self.errors = 0
-
-    async def stats(self) -> dict[str, Any]:
-        async with self.http.get(f"{self.base}/_fanout/stats") as response:
-            result: dict[str, Any] = await response.json()
-            return result
 
     async def invoke(self, i: int, run: int) -> int:
         headers = {
@@ -152,101 +147,101 @@ class Client:
     async def wait_until_processed(self) -> None:
         with anyio.fail_after(SCENARIO_TIMEOUT):
             while True:
-                invocations = (await self.stats())["invocations"]
+                invocations = (await self.control.stats())["invocations"]
                 if invocations["processed"] + invocations["expired"] >= invocations["accepted"]:
                     return
                 await anyio.sleep(0.05)
 
 
-async def measure(args: argparse.Namespace, env: dict[str, str]) -> list[Scenario]:
-    invokes = Scenario("InvokeEndpointAsync (inline, 202)", "invokes/s")
-    receive_delete = Scenario("SQS ReceiveMessage x10 + DeleteMessageBatch", "messages/s")
-    receive_only = Scenario("SQS ReceiveMessage x10 (no delete)", "messages/s")
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        client = Client(http, env)
-        for run in range(args.repetitions + 1):  # run 0 warms up and is not counted
-            done, seconds = await run_workers(args.concurrency, args.invokes, partial(client.invoke, run=run))
-            await client.wait_until_processed()
-            await client.sqs("PurgeQueue", {})
-            if run:
-                invokes.rates.append(done / seconds)
-            print(f"  invoke run {run}: {done / seconds:,.0f}/s", file=sys.stderr)
-
-            for scenario, delete in ((receive_delete, True), (receive_only, False)):
-                await client.sqs("PurgeQueue", {})
-                await run_workers(args.concurrency, args.messages // 10, client.send_batch)
-                batches = args.messages // 10 + args.concurrency  # a few empty receives at the end are fine
-                received, seconds = await run_workers(
-                    args.concurrency, batches, partial(client.receive_batch, delete=delete)
-                )
-                if run:
-                    scenario.rates.append(received / seconds)
-                print(f"  {scenario.name} run {run}: {received / seconds:,.0f}/s", file=sys.stderr)
-        invokes.errors = client.errors
-    return [invokes, receive_delete, receive_only]
+async def repetition(client: RawClient, args: argparse.Namespace, run: int) -> Sample:
+    """One run of the three scenarios: invokes, then receive + delete, then receive only."""
+    errors = client.errors
+    rates: dict[str, float] = {}
+    done, seconds = await run_workers(args.concurrency, args.invokes, partial(client.invoke, run=run))
+    await client.wait_until_processed()
+    await client.sqs("PurgeQueue", {})
+    rates["invokes"] = done / seconds
+    for name, delete in (("receive_delete", True), ("receive_only", False)):
+        await client.sqs("PurgeQueue", {})
+        await run_workers(args.concurrency, args.messages // 10, client.send_batch)
+        batches = args.messages // 10 + args.concurrency  # a few empty receives at the end are fine
+        received, seconds = await run_workers(
+            args.concurrency, batches, partial(client.receive_batch, delete=delete)
+        )
+        rates[name] = received / seconds
+    print(
+        f"  run {run}: " + ", ".join(f"{SCENARIOS[k][0]} {v:,.0f}/s" for k, v in rates.items()),
+        file=sys.stderr,
+    )
+    return Sample(metrics={**rates, "errors": float(client.errors - errors)})
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+async def measure(args: argparse.Namespace, env: dict[str, str]) -> list[Sample]:
+    async with open_control(env, connections=args.concurrency) as control:
+        client = RawClient(control, env)
+        await repetition(client, args, 0)  # warms up, not counted
+        return [await repetition(client, args, run) for run in range(1, args.repetitions + 1)]
 
 
-def report(args: argparse.Namespace, scenarios: list[Scenario], command: str) -> str:
-    lines = [
-        "# Emulator throughput",
-        "",
-        f"Command: `{command}`",
+def report(args: argparse.Namespace, runs: list[Sample], *, command: str, setup: dict[str, str]) -> str:
+    table = Table(["scenario", "unit", "median", "min – max", "runs", "errors", f"≥ {TARGET_PER_SECOND:,}/s"])
+    for key, (name, unit) in SCENARIOS.items():
+        rates = stat(values(runs, key))
+        errors = sum(values(runs, "errors")) if key == "invokes" else 0
+        verdict = "yes" if rates.median >= TARGET_PER_SECOND else "NO"
+        table.add(
+            name,
+            unit,
+            f"{rates.median:,.0f}",
+            f"{rates.minimum:,.0f} – {rates.maximum:,.0f}",
+            rates.n,
+            f"{errors:.0f}",
+            verdict,
+        )
+    lines = header("Emulator throughput", command, setup)
+    lines += [
+        "## Results",
         "",
         f"Server: `python -m fanout.testing` (default configuration: endpoint fanout-demo, 2 x 64 workers, "
-        f"service time uniform 0-5 ms) pinned to CPU {args.server_cpu}. Client: raw aiohttp on CPU "
-        f"{args.client_cpu}, {args.concurrency} requests in flight, uvloop. {args.repetitions} repetitions "
-        f"after one warm-up; {args.invokes:,} invokes and {args.messages:,} messages (sent in batches of 10, "
-        "not timed) per repetition. Invokes are timed until the last 202; the workers that then process "
-        "them (S3 output, SNS, SQS) share the server core.",
+        f"service time uniform 0-5 ms), on its own core. Client: raw aiohttp, {args.concurrency} requests "
+        f"in flight, uvloop. {args.repetitions} repetitions after one warm-up; {args.invokes:,} invokes and "
+        f"{args.messages:,} messages (sent in batches of 10, not timed) per repetition. Invokes are timed "
+        "until the last 202; the workers that then process them (S3 output, SNS, SQS) share the server "
+        "core. The machine may be shared; a busy neighbour shows up as a wide spread. Errors: calls not "
+        "answered 202 or 200, over every scenario.",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"aiohttp {aiohttp.__version__}. Load average when the run started: {args.load:.2f} "
-        "(the machine may be shared; a busy neighbour shows up as a wide spread).",
-        "",
-        f"| scenario | unit | median | min – max | runs | errors | ≥ {TARGET_PER_SECOND:,}/s |",
-        "|---|---|---:|---:|---:|---:|:---:|",
-        *(s.row() for s in scenarios),
+        table.to_markdown(),
         "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = standalone_parser("python -m benchmarks.emulator", __doc__, RESULTS)
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--invokes", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--server-cpu", type=int, default=0)
-    parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--server-cpu", type=int, default=None, help="the emulator's core (default: the first)"
+    )
+    parser.add_argument(
+        "--client-cpu", type=int, default=None, help="this process's core (default: the last)"
+    )
+    parser.add_argument("--output", dest="out", type=Path, help=argparse.SUPPRESS)  # the old name of --out
     args = parser.parse_args(argv)
-    args.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    command = "python benchmarks/emulator.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    cpus = os.cpu_count() or 1
-    pinned = hasattr(os, "sched_setaffinity") and cpus > max(args.server_cpu, args.client_cpu)
-    with run_emulator_process(None, cpu=args.server_cpu if pinned else None) as env:
-        if pinned:
-            os.sched_setaffinity(0, {args.client_cpu})
-        scenarios = anyio.run(measure, args, env, backend="asyncio", backend_options={"use_uvloop": True})
-    text = report(args, scenarios, command.strip())
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    return 0 if all(statistics.median(s.rates) >= TARGET_PER_SECOND for s in scenarios) else 1
+    if min(args.repetitions, args.invokes, args.messages, args.concurrency) < 1:
+        parser.error("every size must be positive")
+    command = command_line(parser.prog, argv)
+    pinning = pin(args.pin, server=args.server_cpu, client=args.client_cpu)
+    with emulator_process(cpu=pinning.server) as target:
+        runs = anyio.run(
+            measure, args, dict(target.env), backend="asyncio", backend_options=loop_options(True)
+        )
+    setup = {"pinning": pinning.description, "event loop": "uvloop"}
+    text = report(args, runs, command=command, setup=setup)
+    publish(args.out, text, {"command": command, "setup": setup, "arguments": vars(args), "runs": runs})
+    return 0 if all(median(runs, key) >= TARGET_PER_SECOND for key in SCENARIOS) else 1
 
 
 if __name__ == "__main__":

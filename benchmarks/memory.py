@@ -1,171 +1,139 @@
 """Peak memory of ``fanout run`` on a long input: ``python -m benchmarks.memory [--lines N] [--journal]``.
 
-The batch engine behind ``fanout run`` (the same code path: JSONL reader, journal,
-dispatcher, tracker, writer) scores N generated lines against a zero-latency
-in-process fake of sagemaker-runtime, SQS and S3, so that the client is the only
-thing measured. Memory must stay O(limits), not O(N): the script fails when the
-peak RSS of the process goes over ``--limit-mb`` (150 by default).
+The real CLI (``fanout run``, a subprocess) scores N generated lines against the emulator in its
+own process (service time 0, no added latency, each result inline in its SQS notification), so
+that what grows, if anything does, is the client. Memory must stay O(limits), not O(N): the
+benchmark fails (exit 1) when the peak RSS of the ``fanout run`` process (its own ``ru_maxrss``,
+from ``wait4``) goes over ``--limit-mb`` (150 by default), or when an output line is missing.
+Prints the figures as one JSON line and writes ``results/memory.md`` and ``results/memory.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import hashlib
 import json
-import resource
+import os
 import sys
 import tempfile
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-import anyio
+if __package__ in (None, ""):  # ``python benchmarks/memory.py``: import the checkout as ``-m`` does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fanout import Limits, SqsTracking
-from fanout._batch import Batch, BatchOptions
+from benchmarks._harness import Table, command_line, header, pin, publish, run_child, standalone_parser
+from benchmarks.scenarios._target import emulator_config, emulator_process
 
-QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/fanout-notifications"
-
-
-class _Events:
-    def register(self, *_: Any, **__: Any) -> None:
-        return None
-
-
-class _Meta:
-    events = _Events()
-
-
-class _Context:
-    """``async with`` returning the client, as aiobotocore's create_client does."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    async def __aenter__(self) -> Any:
-        return self._client
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
-class FakeAws:
-    """Just enough sagemaker-runtime, SQS and S3 for the engine, with no latency at all."""
-
-    meta = _Meta()
-
-    def __init__(self) -> None:
-        self._messages: deque[dict[str, str]] = deque()
-        self._arrived = anyio.Event()
-        self.invocations = 0
-
-    # The session side.
-    def get_component(self, name: str) -> Any:
-        return self
-
-    def load_service_model(self, *_: str) -> dict[str, Any]:
-        # The installed botocore has Body; the patch then changes nothing.
-        return {"shapes": {"InvokeEndpointAsyncInput": {"members": {"Body": {}}}}}
-
-    def create_client(self, service: str, **_: Any) -> _Context:
-        return _Context(self)
-
-    # sagemaker-runtime
-    async def invoke_endpoint_async(self, **arguments: Any) -> dict[str, Any]:
-        self.invocations += 1
-        inference_id = arguments["InferenceId"]
-        output = f"s3://fanout-output/results/{inference_id}.out"
-        digest = hashlib.sha256(arguments["Body"]).hexdigest()
-        result = json.dumps({"sha256": digest}).encode()
-        notification = {
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": output, "contentType": "application/json"},
-            "responseBody": {"content": base64.b64encode(result).decode(), "encoding": "BASE64"},
-        }
-        self._messages.append(
-            {"MessageId": inference_id, "ReceiptHandle": inference_id, "Body": json.dumps(notification)}
-        )
-        self._arrived.set()
-        return {"InferenceId": inference_id, "OutputLocation": output}
-
-    # SQS
-    async def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
-        return {"Attributes": {}}
-
-    async def receive_message(self, **arguments: Any) -> dict[str, Any]:
-        if not self._messages:
-            with anyio.move_on_after(arguments.get("WaitTimeSeconds", 0)):
-                await self._arrived.wait()
-            self._arrived = anyio.Event()
-        batch = [self._messages.popleft() for _ in range(min(10, len(self._messages)))]
-        return {"Messages": batch}
-
-    async def delete_message_batch(self, **arguments: Any) -> dict[str, Any]:
-        return {"Successful": [{"Id": entry["Id"]} for entry in arguments["Entries"]]}
-
-    async def change_message_visibility_batch(self, **arguments: Any) -> dict[str, Any]:
-        return {"Successful": [{"Id": entry["Id"]} for entry in arguments["Entries"]]}
-
-    # S3 (never called: results come inside the notifications)
-    async def head_bucket(self, **_: Any) -> dict[str, Any]:
-        return {}
+RESULTS = Path(__file__).resolve().parent / "results" / "memory.md"
+LIMITS = ("--max-in-flight", "64", "--max-pending", "1000")
+FANOUT_RUN = (sys.executable, "-m", "fanout._cli", "run")
+"""The ``fanout`` console script, run with this interpreter."""
 
 
 def write_input(path: Path, lines: int) -> None:
-    with path.open("w") as handle:
+    with path.open("w", encoding="utf-8") as handle:
         for index in range(lines):
             handle.write(f'{{"id":"r{index}","body":{{"i":{index},"text":"a small JSON payload"}}}}\n')
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-async def measure(lines: int, journal: bool, folder: Path) -> dict[str, Any]:
-    source = folder / "in.jsonl"
+def measure(
+    lines: int, *, journal: bool, folder: Path, server_cpu: int | None, timeout: float
+) -> dict[str, Any]:
+    """Run ``fanout run`` over ``lines`` generated lines and return its figures."""
+    source, output, log = folder / "in.jsonl", folder / "out.jsonl", folder / "stderr.txt"
     write_input(source, lines)
-    fake = FakeAws()
-    options = BatchOptions(
-        input=str(source),
-        output=str(folder / "out.jsonl"),
-        endpoint_name="fanout-demo",
-        tracking=SqsTracking(queue_url=QUEUE_URL, wait_time_seconds=1),
-        limits=Limits(max_in_flight=64, max_pending=1_000),
-        journal=str(folder / "journal.db") if journal else None,
-    )
-    before = peak_rss_mb()
-    started = time.monotonic()
-    result = await Batch(options, session=fake).run()
-    elapsed = time.monotonic() - started
-    written = sum(1 for _ in (folder / "out.jsonl").open("rb"))
+    config = emulator_config({}, service_time={"kind": "constant", "ms": 0}, include_response=True)
+    command = [*FANOUT_RUN, str(source), "-o", str(output), "--quiet", "--json-summary", *LIMITS]
+    if journal:
+        command += ["--journal", str(folder / "journal.db")]
+    with emulator_process(config, cpu=server_cpu) as target, log.open("w+", encoding="utf-8") as stderr:
+        usage = run_child(command, env={**os.environ, **target.env}, timeout=timeout, stderr=stderr)
+        stats = target.stats() or {}
+        stderr.seek(0)
+        messages = stderr.read().strip().splitlines()
+    try:
+        summary: dict[str, Any] = json.loads(messages[-1]) if messages else {}
+    except ValueError:
+        summary = {}
     return {
         "lines": lines,
         "journal": journal,
-        "succeeded": result.report.succeeded,
-        "output_lines": written,
-        "invocations": fake.invocations,
-        "elapsed_s": round(elapsed, 1),
-        "lines_per_s": round(lines / elapsed),
-        "peak_rss_mb_before_run": round(before, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "exit_code": usage.returncode,
+        "succeeded": summary.get("statuses", {}).get("succeeded", 0),
+        "output_lines": _count_lines(output),
+        "invocations": stats.get("invocations", {}).get("accepted"),
+        "elapsed_s": round(usage.wall, 1),
+        "lines_per_s": round(lines / usage.wall),
+        "cpu_s": round(usage.cpu, 1),
+        "peak_rss_mb": round(usage.peak_rss_mb, 1),
+        "stderr": messages[-5:] if usage.returncode else [],
     }
 
 
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def report(figures: dict[str, Any], *, limit_mb: float, command: str, setup: dict[str, str]) -> str:
+    table = Table(
+        ["lines", "journal", "peak RSS (MB)", "limit (MB)", "output lines", "lines/s", "CPU-s", "exit"]
+    )
+    table.add(
+        f"{figures['lines']:,}",
+        "yes" if figures["journal"] else "no",
+        f"{figures['peak_rss_mb']:.1f}",
+        f"{limit_mb:g}",
+        f"{figures['output_lines']:,}",
+        f"{figures['lines_per_s']:,}",
+        f"{figures['cpu_s']:.1f}",
+        figures["exit_code"],
+    )
+    lines = header("Memory of fanout run", command, setup)
+    lines += [
+        "## Results",
+        "",
+        "`fanout run` (the CLI, in its own process) scores generated JSONL lines against the emulator in "
+        f"another process: service time 0, no added latency, results inline in the notifications; limits "
+        f"`{' '.join(LIMITS)}`. Peak RSS is the `fanout run` process's own high-water mark (`ru_maxrss` "
+        "from `wait4`). Memory must stay O(limits), not O(lines).",
+        "",
+        table.to_markdown(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__)
+    parser = standalone_parser("python -m benchmarks.memory", __doc__, RESULTS)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--journal", action="store_true", help="with a durable --journal (default: without)")
     parser.add_argument("--limit-mb", type=float, default=150.0)
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds fanout run may take (default: 120 + lines / 50)"
+    )
     args = parser.parse_args(argv)
+    if args.lines < 1:
+        parser.error("--lines must be 1 or more")
+    command = command_line(parser.prog, argv)
+    timeout = args.timeout if args.timeout is not None else 120 + args.lines / 50
+    # `fanout run` inherits this process's core; the emulator gets another.
+    pinning = pin(args.pin)
     with tempfile.TemporaryDirectory(prefix="fanout-memory-") as folder:
-        figures = anyio.run(measure, args.lines, args.journal, Path(folder))
+        figures = measure(
+            args.lines, journal=args.journal, folder=Path(folder), server_cpu=pinning.server, timeout=timeout
+        )
     print(json.dumps(figures))
+    setup = {"pinning": pinning.description}
+    text = report(figures, limit_mb=args.limit_mb, command=command, setup=setup)
+    data = {"command": command, "setup": setup, "limit_mb": args.limit_mb, **figures}
+    publish(args.out, text, data, echo=False)
     ok = figures["output_lines"] == args.lines and figures["peak_rss_mb"] <= args.limit_mb
     if not ok:
         print(f"FAILED: expected {args.lines} lines under {args.limit_mb} MB", file=sys.stderr)
+        for message in figures["stderr"]:
+            print(f"  {message}", file=sys.stderr)
     return 0 if ok else 1
 
 

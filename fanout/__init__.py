@@ -1,5 +1,14 @@
 """fanout: an asyncio fan-out client for Amazon SageMaker Async Inference."""
 
+from ._aws import open_runtime_client as open_runtime_client
+from ._client import (
+    Client as Client,
+    ClientStatistics as ClientStatistics,
+    Handle as Handle,
+    Observer as Observer,
+    OutcomeStream as OutcomeStream,
+    open_client as open_client,
+)
 from ._config import (
     DEFAULT_LIMITS as DEFAULT_LIMITS,
     DEFAULT_RETRY as DEFAULT_RETRY,
@@ -10,6 +19,7 @@ from ._config import (
     SqsTracking as SqsTracking,
     Staging as Staging,
 )
+from ._dispatch import Dispatcher as Dispatcher, DispatcherStatistics as DispatcherStatistics
 from ._exceptions import (
     BucketNotFound as BucketNotFound,
     ConfigError as ConfigError,
@@ -34,15 +44,14 @@ from ._models import (
     Notification as Notification,
     Outcome as Outcome,
     Rejected as Rejected,
+    RunReport as RunReport,
     Submission as Submission,
     Succeeded as Succeeded,
 )
-from ._runner import (
-    Client as Client,
-    ClientStatistics as ClientStatistics,
-    Handle as Handle,
-    RunReport as RunReport,
-    open_client as open_client,
+from ._tracking import (
+    Tracker as Tracker,
+    TrackerStatistics as TrackerStatistics,
+    open_tracker as open_tracker,
 )
 
 __version__ = "0.1.0"
@@ -56,6 +65,8 @@ __all__ = [
     "ClientStatistics",
     "ConfigError",
     "CredentialsError",
+    "Dispatcher",
+    "DispatcherStatistics",
     "EndpointNotFound",
     "Expired",
     "Failed",
@@ -70,7 +81,9 @@ __all__ = [
     "JournalError",
     "Limits",
     "Notification",
+    "Observer",
     "Outcome",
+    "OutcomeStream",
     "QueueNotFound",
     "Rejected",
     "RetryPolicy",
@@ -82,6 +95,10 @@ __all__ = [
     "StagingError",
     "Submission",
     "Succeeded",
+    "Tracker",
+    "TrackerStatistics",
     "TrackingError",
     "open_client",
+    "open_runtime_client",
+    "open_tracker",
 ]

@@ -22,7 +22,6 @@ from typing import Any, NoReturn, TextIO
 
 import anyio
 
-from ._batch import Batch, BatchOptions, BatchResult, Progress, count_lines
 from ._config import (
     DEFAULT_RETRY,
     HybridTracking,
@@ -32,11 +31,14 @@ from ._config import (
     SqsTracking,
     Staging,
     Tracking,
+    check_payload_mode,
 )
 from ._exceptions import ConfigError, FanoutError, unwrap_task_errors
 from ._jsonl import LineDefaults
+from ._loop import run
+from ._models import RunReport
 from ._payload import validate_endpoint_name
-from ._runner import RunReport
+from ._run_command import RunCommand, RunOptions, RunProgress, RunResult, count_lines
 
 __all__ = ["EXIT_ABORTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "main", "parse_run_options"]
 
@@ -44,6 +46,19 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+
+CLI_NAMES = {
+    "endpoint_name": "--endpoint",
+    "queue_url": "--queue-url",
+    "payload": "--payload",
+    "staging": "--staging",
+    "max_in_flight": "--max-in-flight",
+    "max_pending": "--max-pending",
+    "max_per_second": "--rate",
+    "in_doubt_wait": "--resume-wait",
+    "reconcile_after": "--reconcile-after",
+}
+"""The command-line flag of each library parameter, so that errors name what the user typed."""
 
 _ENV_ENDPOINT = "FANOUT_ENDPOINT"
 _ENV_QUEUE_URL = "FANOUT_QUEUE_URL"
@@ -215,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> BatchOptions:
-    """Turn ``fanout run`` arguments (and the FANOUT_* defaults) into ``BatchOptions``.
+def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> RunOptions:
+    """Turn ``fanout run`` arguments (and the FANOUT_* defaults) into ``RunOptions``.
 
     Raises ``ConfigError`` with a message fit for the user.
     """
@@ -242,8 +257,10 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
     payload: PayloadMode = args.payload
     staging_uri = args.staging or environ.get(_ENV_STAGING)
     staging: Staging | None = None
-    if payload == "s3" and not staging_uri:
-        raise ConfigError(f"--payload s3 needs --staging s3://bucket/prefix (or {_ENV_STAGING})")
+    try:
+        check_payload_mode(payload, staging_uri)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.naming(CLI_NAMES)}: pass --staging or set {_ENV_STAGING}") from exc
     if staging_uri and payload != "inline":
         # The inline path never touches the staging bucket, so it needs no s3:PutObject.
         staging = Staging(location=staging_uri)
@@ -252,7 +269,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         raise ConfigError(f"--content-type must be a non-empty ASCII media type, got {content_type!r}")
     if args.input != "-" and not os.path.exists(args.input):
         raise ConfigError(f"the input {args.input!r} does not exist")
-    return BatchOptions(
+    return RunOptions(
         input=args.input,
         output=args.output,
         endpoint_name=endpoint,
@@ -273,7 +290,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
     )
 
 
-def exit_code(result: BatchResult) -> int:
+def exit_code(result: RunResult) -> int:
     if result.stopped:
         return EXIT_ABORTED
     not_succeeded = sum(count for status, count in result.statuses.items() if status != "succeeded")
@@ -289,7 +306,7 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def summary_dict(result: BatchResult, code: int) -> dict[str, Any]:
+def summary_dict(result: RunResult, code: int) -> dict[str, Any]:
     return {
         "exit_code": code,
         "stopped": result.stopped,
@@ -300,7 +317,7 @@ def summary_dict(result: BatchResult, code: int) -> dict[str, Any]:
     }
 
 
-def render_summary(result: BatchResult, code: int, stream: TextIO) -> None:
+def render_summary(result: RunResult, code: int, stream: TextIO) -> None:
     """The table printed at the end of every run (on stderr; the output may be stdout)."""
     from rich.console import Console
     from rich.table import Table
@@ -366,7 +383,7 @@ def render_summary(result: BatchResult, code: int, stream: TextIO) -> None:
 class _Display:
     """The progress bar on stderr, refreshed a few times a second from ``batch.progress()``."""
 
-    def __init__(self, batch: Batch, *, enabled: bool) -> None:
+    def __init__(self, batch: RunCommand, *, enabled: bool) -> None:
         self._batch = batch
         self._enabled = enabled
         self._progress: Any = None
@@ -415,7 +432,7 @@ class _Display:
                 self._progress = None
 
 
-def _detail(snapshot: Progress, throttle_rate: float) -> str:
+def _detail(snapshot: RunProgress, throttle_rate: float) -> str:
     completed = sum(snapshot.completed.values())
     not_ok = completed - snapshot.completed.get("succeeded", 0)
     detail = (
@@ -431,19 +448,11 @@ def _detail(snapshot: Progress, throttle_rate: float) -> str:
 # -- running ----------------------------------------------------------------------------------------
 
 
-def _backend_options() -> dict[str, Any]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
-
-async def _execute(batch: Batch, display: _Display) -> tuple[BatchResult | None, bool]:
+async def _execute(batch: RunCommand, display: _Display) -> tuple[RunResult | None, bool]:
     """Run the batch with Ctrl-C handling; returns (result, aborted)."""
     stop = anyio.Event()
     aborted = False
-    result: BatchResult | None = None
+    result: RunResult | None = None
     run_scope = anyio.CancelScope()
 
     async def watch_signals() -> None:
@@ -477,21 +486,23 @@ async def _execute(batch: Batch, display: _Display) -> tuple[BatchResult | None,
     return result, aborted or result is None
 
 
+def _message(exc: FanoutError) -> str:
+    return exc.naming(CLI_NAMES) if isinstance(exc, ConfigError) else str(exc)
+
+
 def _run_command(args: argparse.Namespace) -> int:
     try:
         options = parse_run_options(args)
-        batch = Batch(options)
+        batch = RunCommand(options)
     except FanoutError as exc:
-        print(f"fanout run: error: {exc}", file=sys.stderr)
+        print(f"fanout run: error: {_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     show_progress = not args.quiet and not args.json_summary and sys.stderr.isatty()
     display = _Display(batch, enabled=show_progress)
     try:
-        result, aborted = anyio.run(
-            _execute, batch, display, backend="asyncio", backend_options=_backend_options()
-        )
+        result, aborted = run(_execute, batch, display)
     except FanoutError as exc:
-        print(f"fanout run: error: {exc}", file=sys.stderr)
+        print(f"fanout run: error: {_message(exc)}", file=sys.stderr)
         return EXIT_ABORTED if batch.accepted_any else EXIT_USAGE
     except KeyboardInterrupt:
         print("fanout run: aborted", file=sys.stderr)

@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_REQUEST_TTL_SECONDS",
     "DEFAULT_RETRY",
+    "RECEIVE_RETRY",
+    "TRACKING_CALL_RETRY",
     "HybridTracking",
     "Limits",
     "PayloadMode",
@@ -27,6 +29,7 @@ __all__ = [
     "SqsTracking",
     "Staging",
     "Tracking",
+    "check_payload_mode",
     "inference_deadline",
     "parse_s3_uri",
 ]
@@ -41,14 +44,14 @@ def _positive(name: str, value: float | None, *, allow_none: bool = False) -> No
     if value is None and allow_none:
         return
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        raise ConfigError(f"must be a positive number, got {value!r}", field=name)
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        raise ConfigError(f"must be a positive number, got {value!r}", field=name)
 
 
 def _non_negative(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(f"{name} must be zero or more, got {value!r}")
+        raise ConfigError(f"must be zero or more, got {value!r}", field=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +69,29 @@ class S3Location:
         return S3Location(self.bucket, f"{prefix}/{name}" if prefix else name)
 
 
-def parse_s3_uri(uri: str, *, what: str = "S3 location") -> S3Location:
-    """Parse ``s3://bucket/key``; raise ``ConfigError`` naming ``what`` when it is not one."""
+def parse_s3_uri(uri: str, *, what: str = "S3 location", field: str | None = None) -> S3Location:
+    """Parse ``s3://bucket/key``; raise ``ConfigError`` naming ``what`` (or ``field``) when it is not one."""
     match = _S3_URI.match(uri) if isinstance(uri, str) else None
     if match is None:
-        raise ConfigError(f"{what} must look like s3://bucket/prefix, got {uri!r}")
+        problem = "must look like s3://bucket/prefix"
+        raise (
+            ConfigError(f"{problem}, got {uri!r}", field=field)
+            if field
+            else ConfigError(f"{what} {problem}, got {uri!r}")
+        )
     bucket, key = match.group(1), match.group(2)
     if not _BUCKET.match(bucket):
-        raise ConfigError(f"{what} {uri!r} has an invalid bucket name {bucket!r}")
+        problem = f"{uri!r} has an invalid bucket name {bucket!r}"
+        raise ConfigError(problem, field=field) if field else ConfigError(f"{what} {problem}")
     return S3Location(bucket, key)
+
+
+def check_payload_mode(payload: object, staging: object) -> None:
+    """The payload mode is known, and ``s3`` has somewhere to stage payloads."""
+    if payload not in ("auto", "inline", "s3"):
+        raise ConfigError(f"must be one of auto, inline or s3, got {payload!r}", field="payload")
+    if payload == "s3" and staging is None:
+        raise ConfigError("s3 needs a staging location (s3://bucket/prefix)", field="payload")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +113,7 @@ class Limits:
         for name in ("max_in_flight", "max_pending"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer of 1 or more, got {value!r}")
+                raise ConfigError(f"must be an integer of 1 or more, got {value!r}", field=name)
         _positive("max_per_second", self.max_per_second, allow_none=True)
 
 
@@ -128,9 +145,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ConfigError(f"attempts must be an integer of 1 or more, got {self.attempts!r}")
+            raise ConfigError(f"must be an integer of 1 or more, got {self.attempts!r}", field="attempts")
         if not isinstance(self.at_most_once, bool):
-            raise ConfigError(f"at_most_once must be True or False, got {self.at_most_once!r}")
+            raise ConfigError(f"must be True or False, got {self.at_most_once!r}", field="at_most_once")
         _positive("in_doubt_wait", self.in_doubt_wait)
         _positive("timeout", self.timeout)
         _positive("wait_initial", self.wait_initial)
@@ -142,6 +159,11 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+TRACKING_CALL_RETRY = RetryPolicy(attempts=5, timeout=60.0, wait_initial=0.1, wait_max=10.0)
+"""Retries of one tracking call (delete, change visibility, get, the queue check): transient errors only."""
+RECEIVE_RETRY = RetryPolicy(attempts=100, timeout=120.0, wait_initial=0.1, wait_max=10.0)
+"""Retries of a receive: two minutes of a queue that keeps failing end the run (``TrackingError``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +181,7 @@ class Staging:
     max_concurrency: int = 16
 
     def __post_init__(self) -> None:
-        parse_s3_uri(self.location, what="staging location")
+        parse_s3_uri(self.location, field="staging")
         if self.expected_bucket_owner is not None and not re.fullmatch(r"\d{12}", self.expected_bucket_owner):
             raise ConfigError(
                 f"expected_bucket_owner must be a 12-digit account id, got {self.expected_bucket_owner!r}"
@@ -197,11 +219,13 @@ class SqsTracking:
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue_url, str) or not self.queue_url.startswith(("https://", "http://")):
-            raise ConfigError(f"queue_url must be an SQS queue URL, got {self.queue_url!r}")
+            raise ConfigError(f"must be an SQS queue URL, got {self.queue_url!r}", field="queue_url")
         if not 1 <= self.receivers <= 64:
-            raise ConfigError(f"receivers must be between 1 and 64, got {self.receivers!r}")
+            raise ConfigError(f"must be between 1 and 64, got {self.receivers!r}", field="receivers")
         if not 0 <= self.wait_time_seconds <= 20:
-            raise ConfigError(f"wait_time_seconds must be between 0 and 20, got {self.wait_time_seconds!r}")
+            raise ConfigError(
+                f"must be between 0 and 20, got {self.wait_time_seconds!r}", field="wait_time_seconds"
+            )
         if not 0 <= self.visibility_timeout <= 43_200:
             raise ConfigError(
                 f"visibility_timeout must be between 0 and 43200, got {self.visibility_timeout!r}"
@@ -226,7 +250,7 @@ class S3Tracking:
 
     def __post_init__(self) -> None:
         if self.mode not in ("head", "list"):
-            raise ConfigError(f"mode must be 'head' or 'list', got {self.mode!r}")
+            raise ConfigError(f"must be 'head' or 'list', got {self.mode!r}", field="mode")
         _positive("interval", self.interval)
         _positive("max_interval", self.max_interval)
         if self.max_interval < self.interval:
@@ -234,7 +258,7 @@ class S3Tracking:
                 f"max_interval ({self.max_interval!r}) must be at least interval ({self.interval!r})"
             )
         if self.max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be 1 or more, got {self.max_concurrency!r}")
+            raise ConfigError(f"must be 1 or more, got {self.max_concurrency!r}", field="max_concurrency")
         _non_negative("grace_period", self.grace_period)
 
 

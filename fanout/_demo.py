@@ -20,11 +20,10 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
-import anyio
-
+from ._client import open_client
 from ._config import Limits, PayloadMode, SqsTracking, Staging
-from ._models import MAX_INLINE_BODY_BYTES, InferenceRequest
-from ._runner import RunReport, open_client
+from ._loop import run
+from ._models import MAX_INLINE_BODY_BYTES, InferenceRequest, RunReport
 
 if TYPE_CHECKING:
     from .testing import EmulatorConfig
@@ -154,8 +153,6 @@ def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdo
 
 def main() -> int:
     print("fanout demo: starting an embedded emulator on 127.0.0.1 (no AWS account needed)", file=sys.stderr)
-    from ._cli import _backend_options
-
-    inline, s3 = anyio.run(run_demo, backend="asyncio", backend_options=_backend_options())
+    inline, s3 = run(run_demo)
     print_comparison(inline, s3)
     return 0 if inline.ok and s3.ok else 1

@@ -1,33 +1,33 @@
-"""The Dispatcher: waits on the limits, then validates, routes, stages, registers and invokes.
+"""The Dispatcher: sends InvokeEndpointAsync calls within the limits, and retries them.
 
-Order of work for one request, and why:
+For one request, in order:
 
-1. read the next request, take a ``max_pending`` token, check the request locally, and
-   take an in-flight permit from the ``AdaptiveLimiter`` -- all *before* a task
-   is spawned, so live tasks never outnumber the limits whatever the input size;
-2. route the payload (inline, or staged to S3 under a uuid4 key);
-3. ``expect(inference_id, deadline)``: register before the first send, because
-   a notification can arrive before the 202 does;
-4. invoke, retrying throttles and transient errors with the *same* inference id
-   (botocore's own retries are off, see ``runtime_client_config``);
-5. on a 202 the pending token stays taken until ``complete()``; on a final
-   rejection it is released at once and ``forget(inference_id)`` is called.
+1. take a ``max_pending`` token, check the request, and take an in-flight permit from the
+   ``AdaptiveLimiter``, all *before* a task is spawned, so live tasks never outnumber the limits
+   whatever the input size. The token limiter is the caller's (the client owns ``max_pending``):
+   every result the dispatcher hands out holds one token, which the caller gives back when it
+   hands the outcome over. On every other path the dispatcher gives it back itself;
+2. plan (``_payload.plan_request``, pure): validate and route, inline or S3;
+3. stage the payload in S3 when it goes that way (without holding an invoke slot meanwhile);
+4. ``expect(inference_id, deadline)``: register before the first send, because a notification
+   can arrive before the 202 does;
+5. invoke under a permit, retrying throttles and transient errors with the *same* inference id
+   (botocore's own retries are off, see ``_aws.runtime_client_config``);
+6. the result: a ``Submission`` (accepted, or *in doubt* when some attempt may have been accepted
+   without an answer), a ``Rejected``, or a run-level error, raised.
 
-A bad request becomes a ``Rejected`` value and never stops the others. Only
-run-level problems raise: ``EndpointNotFound`` (the service's "Endpoint X of
-account Y not found." ``ValidationError``), ``CredentialsError``,
-``ServiceUnreachable`` (retries ran out on connection errors) and
-``BucketNotFound`` for the staging bucket.
+A bad request becomes a ``Rejected`` value and never stops the others. Only run-level problems
+raise (``_exceptions.run_level_error``): a missing endpoint, missing or rejected credentials, an
+unreachable service, a missing staging bucket. Then the dispatcher stops sending and gives the
+attempts on the wire a moment to be answered, so that whether each was accepted is known rather
+than in doubt, and only then cancels the rest.
 
-Clients: the Dispatcher takes a ready sagemaker-runtime client and never makes
-one. Make it with ``open_runtime_client`` (an aiobotocore session, an aioboto3
-``Session`` or nothing), or yourself with ``config=runtime_client_config(limits)``
-so that botocore does not retry and the connection pool matches ``max_in_flight``.
+The dispatcher never makes an AWS client: it takes a ready sagemaker-runtime client (see
+``_aws.open_runtime_client``), and an S3 client when it stages payloads.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections import Counter
@@ -35,20 +35,20 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Mapping,
 )
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from tenacity import RetryCallState
 
-from ._body_patch import ensure_body_member
 from ._config import (
     DEFAULT_LIMITS,
     DEFAULT_RETRY,
@@ -56,37 +56,19 @@ from ._config import (
     PayloadMode,
     RetryPolicy,
     Staging,
+    check_payload_mode,
     inference_deadline,
 )
-from ._exceptions import ConfigError, FanoutError, map_aws_errors
+from ._exceptions import ConfigError, FanoutError, map_aws_errors, run_level_error, unwrap_task_errors
 from ._models import InferenceRequest, Rejected, Route, Submission
-from ._payload import (
-    Invalid,
-    Stager,
-    choose_route,
-    invoke_arguments,
-    validate_endpoint_name,
-    validate_request,
-)
-from ._retry import (
-    AdaptiveLimiter,
-    Permit,
-    Signal,
-    classify,
-    delivery_of,
-    describe,
-    retrying,
-    signal_of,
-)
+from ._payload import Invalid, Plan, invoke_arguments, plan_request, validate_endpoint_name, validate_request
+from ._retry import AdaptiveLimiter, Permit, classify, continue_retrying, delivery_of, describe, signal_of
+from ._staging import Stager
 
-__all__ = [
-    "Dispatcher",
-    "DispatcherStatistics",
-    "open_runtime_client",
-    "runtime_client_config",
-]
+__all__ = ["Dispatcher", "DispatcherStatistics"]
 
-_PAYLOAD_MODES = ("auto", "inline", "s3")
+_HALT_GRACE = 5.0
+"""After a run-level error, how long the attempts already on the wire may take to be answered."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,8 +77,10 @@ class DispatcherStatistics:
 
     in_flight: int
     """Invoke calls on the wire now."""
+    submitting: int = 0
+    """Requests taken from the input and not yet accepted or rejected."""
     pending: int
-    """``max_pending`` tokens taken: requests being submitted plus accepted ones not yet completed."""
+    """``max_pending`` tokens taken: requests being submitted, plus results not yet given back."""
     accepted: int
     """Invokes answered with a 202 (in-doubt requests are not counted here)."""
     rejected: int
@@ -120,75 +104,41 @@ class DispatcherStatistics:
     """Tasks waiting for an in-flight permit."""
 
 
-def runtime_client_config(limits: Limits = DEFAULT_LIMITS, **overrides: Any) -> Any:
-    """The ``AioConfig`` a sagemaker-runtime client for fanout needs.
-
-    botocore's retries are off (``total_max_attempts=1``) because fanout retries
-    itself; both would multiply. The connection pool is as large as
-    ``max_in_flight``, so no call waits for a connection invisibly.
-    """
-    from aiobotocore.config import AioConfig
-
-    options: dict[str, Any] = {
-        "retries": {"total_max_attempts": 1, "mode": "standard"},
-        "max_pool_connections": limits.max_in_flight,
-    }
-    options.update(overrides)
-    return AioConfig(**options)
+class _Halted(Exception):
+    """The run is stopping for a run-level error: this attempt was not sent."""
 
 
-@asynccontextmanager
-async def open_runtime_client(
-    session: Any = None,
-    *,
-    limits: Limits = DEFAULT_LIMITS,
-    region_name: str | None = None,
-    endpoint_url: str | None = None,
-) -> AsyncIterator[Any]:
-    """A sagemaker-runtime client configured for fanout, from whatever session the caller has.
+class _Fate:
+    """What the attempts of one request tell about it."""
 
-    ``session`` is ``None`` (a new aiobotocore session, standard AWS chain), an
-    aiobotocore ``AioSession`` or an aioboto3 ``Session``. The ``Body`` model
-    patch is applied first, so this works on an aioboto3 whose botocore predates
-    inline payloads.
-    """
-    if session is None:
-        from aiobotocore.session import get_session
+    __slots__ = ("attempts", "unanswered")
 
-        session = get_session()
-    ensure_body_member(session)
-    config = runtime_client_config(limits)
-    kwargs: dict[str, Any] = {"config": config}
-    if region_name is None and not os.environ.get("AWS_DEFAULT_REGION"):
-        # botocore reads only AWS_DEFAULT_REGION; AWS_REGION is the cross-SDK name.
-        region_name = os.environ.get("AWS_REGION") or None
-    if region_name is not None:
-        kwargs["region_name"] = region_name
-    if endpoint_url is not None:
-        kwargs["endpoint_url"] = endpoint_url
-    if hasattr(session, "create_client"):
-        factory = session.create_client("sagemaker-runtime", **kwargs)
-    else:
-        factory = session.client("sagemaker-runtime", **kwargs)
-    async with factory as client:
-        yield client
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.unanswered = False
+        """Some attempt may have reached the endpoint without an answer."""
 
 
-class _RunFailed(Exception):
-    """Carries a run-level error out of a worker without an exception group."""
+async def _nothing_to_expect(inference_id: str, deadline: float) -> None:
+    return None
 
 
-class _Halted(FanoutError):
-    """The run is stopping for a run-level error: no new attempt leaves."""
+def _nothing_to_forget(inference_id: str, sent: bool) -> None:
+    return None
 
 
-_HALT_GRACE = 5.0
-"""After a run-level error, how long the attempts already on the wire may take to be answered, so
-that whether they were accepted is known rather than in doubt."""
+def _nothing_accepted(submission: Submission) -> None:
+    return None
 
 
 class Dispatcher:
-    """Submits InvokeEndpointAsync calls within explicit limits. See the module docstring."""
+    """Submits InvokeEndpointAsync calls within explicit limits. See the module docstring.
+
+    ``pending`` is the ``max_pending`` token limiter, owned by the caller (a new one of
+    ``limits.max_pending`` tokens when not given). ``expect`` is awaited before a request's first
+    send; ``forget(inference_id, sent)`` is called for a request that will not be tracked (``sent``:
+    whether it may have reached the endpoint); ``accepted`` for each submission as soon as it exists.
+    """
 
     def __init__(
         self,
@@ -200,20 +150,19 @@ class Dispatcher:
         retry: RetryPolicy = DEFAULT_RETRY,
         payload: PayloadMode = "auto",
         staging: Staging | None = None,
-        expect: Callable[[str, float], None] | None = None,
-        forget: Callable[[str, bool], None] | None = None,
+        pending: anyio.Semaphore | None = None,
+        expect: Callable[[str, float], Awaitable[None]] = _nothing_to_expect,
+        forget: Callable[[str, bool], None] = _nothing_to_forget,
+        accepted: Callable[[Submission], None] = _nothing_accepted,
         grace_period: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         validate_endpoint_name(endpoint_name)
-        if payload not in _PAYLOAD_MODES:
-            raise ConfigError(f"payload must be one of 'auto', 'inline' or 's3', got {payload!r}")
-        if payload == "s3" and staging is None:
-            raise ConfigError("payload mode 's3' needs a staging location (s3://bucket/prefix)")
+        check_payload_mode(payload, staging)
         if staging is not None and s3 is None:
-            raise ConfigError("a staging location needs an S3 client (s3=...)")
+            raise ConfigError("a staging location needs an S3 client (s3=...)", field="s3")
         if not isinstance(grace_period, int | float) or grace_period < 0:
-            raise ConfigError(f"grace_period must be zero or more, got {grace_period!r}")
+            raise ConfigError(f"must be zero or more, got {grace_period!r}", field="grace_period")
         self.endpoint_name = endpoint_name
         self._runtime = runtime
         self._limits = limits
@@ -221,17 +170,17 @@ class Dispatcher:
         self._mode: PayloadMode = payload
         self._stager = Stager(s3, staging) if staging is not None and s3 is not None else None
         self._delete_after = staging.delete_after if staging is not None else False
+        self._pending = pending or anyio.Semaphore(limits.max_pending, max_value=limits.max_pending)
         self._expect = expect
         self._forget = forget
+        self._accepted_hook = accepted
         self._grace_period = float(grace_period)
         self._clock = clock
         self._limiter = AdaptiveLimiter(
             limits.max_in_flight, max_per_second=limits.max_per_second, adaptive=retry.adaptive
         )
-        self._pending_gate = anyio.Semaphore(limits.max_pending)
         self._halted = False
-        self._pending = 0
-        self._outstanding: Counter[str] = Counter()
+        self._submitting = 0
         self._accepted = 0
         self._rejected = 0
         self._resends = 0
@@ -246,7 +195,8 @@ class Dispatcher:
         limiter = self._limiter.statistics()
         return DispatcherStatistics(
             in_flight=limiter.in_flight,
-            pending=self._pending,
+            submitting=self._submitting,
+            pending=self._limits.max_pending - self._pending.value,
             accepted=self._accepted,
             rejected=self._rejected,
             resends=self._resends,
@@ -274,74 +224,62 @@ class Dispatcher:
             await self._stager.check()
 
     async def submit(self, request: InferenceRequest) -> Submission | Rejected:
-        """Submit one request, waiting on the limits first. Run-level problems raise."""
-        await self._take_pending()
+        """Submit one request, waiting on the limits first. The result holds a ``max_pending``
+        token. Run-level problems raise."""
+        await self._pending.acquire()
+        self._submitting += 1
         try:
-            return await self._process(request, None)
-        except _RunFailed as exc:
-            raise exc.args[0] from None
+            return await self._send(request, None)
+        except _Halted as exc:  # pragma: no cover - a single submit is never halted
+            raise AssertionError("halted outside submit_all") from exc
+        finally:
+            self._submitting -= 1
 
     @asynccontextmanager
     async def submit_all(
         self, requests: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest]
     ) -> AsyncIterator[AsyncIterator[Submission | Rejected]]:
-        """Submit every request, lazily; yields outcomes in completion order.
+        """Submit every request, lazily; yields the results in completion order, each holding a
+        ``max_pending`` token.
 
-        Leaving the block early cancels whatever is still being submitted and
-        gives every token back. A run-level error stops the run and is raised
-        from the block.
+        Leaving the block early cancels whatever is still being submitted; results nobody read
+        give their tokens back. A run-level error stops the run and is raised from the block.
         """
         send, receive = anyio.create_memory_object_stream[Submission | Rejected](self._limits.max_in_flight)
-        failures: list[FanoutError] = []
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed, requests, tg, send, failures)
-                try:
-                    yield receive
-                finally:
-                    tg.cancel_scope.cancel()
-                    self._drain(receive)
-                    receive.close()
-        except BaseExceptionGroup as group:
-            if failures:
-                raise failures[0] from None
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            with unwrap_task_errors():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._feed, requests, tg, send)
+                    try:
+                        yield receive
+                    finally:
+                        tg.cancel_scope.cancel()
+                        while True:  # results nobody will read: give their tokens back
+                            try:
+                                self._drop(receive.receive_nowait())
+                            except (anyio.WouldBlock, anyio.EndOfStream):
+                                break
+                        receive.close()
         finally:
             self._halted = False
-        if failures:
-            raise failures[0]
 
-    async def complete(self, submission: Submission) -> None:
-        """An accepted inference has its outcome: give back its pending token, delete its staged input."""
-        if not self._settle(submission.inference_id):
-            return
-        self._release_pending()
-        if submission.staged and submission.input_location:
-            await self._delete_staged(submission.input_location)
+    def release(self, result: Submission | Rejected) -> None:
+        """Give back the ``max_pending`` token ``result`` holds, once it has been handed over (for a
+        caller that let the dispatcher make its token limiter)."""
+        self._pending.release()
+
+    async def delete_staged(self, submission: Submission) -> None:
+        """Delete the input fanout staged for ``submission``, when the staging location asks for it."""
+        if submission.staged and submission.input_location and self._delete_after and self._stager:
+            await self._stager.delete(submission.input_location)
 
     # --------------------------------------------------------------- private
-
-    async def _delete_staged(self, uri: str) -> None:
-        """Delete an input fanout staged, when the staging location asks for it."""
-        if self._delete_after and self._stager is not None:
-            await self._stager.delete(uri)
-
-    async def _take_pending(self) -> None:
-        await self._pending_gate.acquire()
-        self._pending += 1
-
-    def _release_pending(self) -> None:
-        self._pending -= 1
-        self._pending_gate.release()
 
     async def _feed(
         self,
         requests: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest],
         tg: TaskGroup,
         send: MemoryObjectSendStream[Submission | Rejected],
-        failures: list[FanoutError],
     ) -> None:
         async with send, aclosing(_source(requests)) as source:
             while not self._halted:
@@ -350,41 +288,52 @@ class Dispatcher:
                     request = await anext(source)
                 except StopAsyncIteration:
                     return
-                await self._take_pending()
+                await self._pending.acquire()
+                self._submitting += 1
                 invalid = validate_request(request)
                 if invalid is not None:
-                    await send.send(self._reject(request, invalid.reason))
+                    self._submitting -= 1
+                    await self._hand_out(send, self._reject(request, invalid.reason))
                     continue
                 try:
                     permit = await self._limiter.acquire()
                 except BaseException:
-                    self._release_pending()
+                    self._submitting -= 1
+                    self._pending.release()
                     raise
-                tg.start_soon(self._worker, request, permit, send.clone(), tg, failures)
+                tg.start_soon(self._worker, request, permit, send.clone())
 
     async def _worker(
-        self,
-        request: InferenceRequest,
-        permit: Permit,
-        send: MemoryObjectSendStream[Submission | Rejected],
-        tg: TaskGroup,
-        failures: list[FanoutError],
+        self, request: InferenceRequest, permit: Permit, send: MemoryObjectSendStream[Submission | Rejected]
     ) -> None:
         async with send:
             try:
-                outcome = await self._process(request, permit, checked=True)
-            except _RunFailed as exc:
-                failures.append(exc.args[0])
+                result = await self._send(request, permit, checked=True)
+            except _Halted:
+                return  # never sent; the next run sends it
+            except FanoutError:
+                if self._halted:
+                    return  # the run is already stopping for the first run-level error
                 await self._halt()
-                tg.cancel_scope.cancel()
-                return
-            try:
-                await send.send(outcome)
-            except BaseException:
-                if isinstance(outcome, Submission):
-                    # Nobody will ever see this submission, so nobody would complete it.
-                    self._abandon(outcome)
                 raise
+            finally:
+                self._submitting -= 1
+            await self._hand_out(send, result)
+
+    async def _hand_out(
+        self, send: MemoryObjectSendStream[Submission | Rejected], result: Submission | Rejected
+    ) -> None:
+        try:
+            await send.send(result)
+        except BaseException:
+            self._drop(result)
+            raise
+
+    def _drop(self, result: Submission | Rejected) -> None:
+        """A result nobody will take: give its token back; nobody will track a submission."""
+        self._pending.release()
+        if isinstance(result, Submission):
+            self._forget(result.inference_id, True)
 
     async def _halt(self) -> None:
         """Stop sending, and give the attempts on the wire a moment to be answered."""
@@ -393,33 +342,144 @@ class Dispatcher:
             while self._limiter.in_flight:
                 await anyio.sleep(0.01)
 
-    def _settle(self, inference_id: str) -> bool:
-        """Forget one accepted submission; false when it was never accepted or already settled."""
-        count = self._outstanding.get(inference_id, 0)
-        if count <= 0:
-            return False
-        if count == 1:
-            del self._outstanding[inference_id]
-        else:
-            self._outstanding[inference_id] = count - 1
-        return True
+    async def _send(
+        self, request: InferenceRequest, permit: Permit | None, *, checked: bool = False
+    ) -> Submission | Rejected:
+        """Send one request that holds a ``max_pending`` token: the result keeps the token; an
+        exception gives it back."""
+        try:
+            async with self._limiter.slot(permit) if permit is not None else _no_slot():
+                return await self._plan_and_invoke(request, permit, checked=checked)
+        except BaseException:
+            self._pending.release()
+            raise
 
-    def _drain(self, receive: MemoryObjectReceiveStream[Submission | Rejected]) -> None:
-        """Abandon the submissions left unread in the stream when the caller leaves early."""
-        while True:
-            try:
-                outcome = receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return
-            if isinstance(outcome, Submission):
-                self._abandon(outcome)
+    async def _plan_and_invoke(
+        self, request: InferenceRequest, permit: Permit | None, *, checked: bool
+    ) -> Submission | Rejected:
+        submitted_at = self._clock()
+        if not checked and (invalid := validate_request(request)) is not None:
+            return self._reject(request, invalid.reason)
+        inference_id = request.inference_id or str(uuid.uuid4())
+        body = await self._load_body(request)
+        if isinstance(body, Invalid):
+            return self._reject(request, body.reason, inference_id=inference_id)
+        plan = plan_request(
+            request, body, inference_id=inference_id, mode=self._mode, staging=self._stager is not None
+        )
+        if isinstance(plan, Invalid):
+            return self._reject(request, plan.reason, inference_id=inference_id)
+        input_location = plan.input_location
+        if plan.needs_staging:
+            if permit is not None:
+                self._limiter.release(permit)  # uploading is not an invoke: free the slot meanwhile
+                permit = None
+            staged = await self._stage(request, plan, submitted_at)
+            if isinstance(staged, Rejected):
+                return staged
+            input_location = staged
+        arguments = invoke_arguments(
+            self.endpoint_name,
+            request,
+            inference_id=inference_id,
+            body=None if plan.needs_staging else plan.body,
+            input_location=input_location,
+        )
+        await self._expect(inference_id, self._deadline(request, submitted_at))
+        fate = _Fate()
+        try:
+            response = await self._invoke(arguments, permit, fate)
+        except BaseException as exc:
+            return await self._failed(request, plan, input_location, submitted_at, fate, exc)
+        self._accepted += 1
+        accepted_at = self._clock()
+        return self._submission(
+            request,
+            plan,
+            input_location,
+            fate,
+            submitted_at=submitted_at,
+            accepted_at=accepted_at,
+            deadline=self._deadline(request, accepted_at),
+            response=response,
+        )
 
-    def _abandon(self, submission: Submission) -> None:
-        if not self._settle(submission.inference_id):
-            return
-        self._release_pending()
-        if self._forget is not None:
-            self._forget(submission.inference_id, True)
+    async def _failed(
+        self,
+        request: InferenceRequest,
+        plan: Plan,
+        input_location: str | None,
+        submitted_at: float,
+        fate: _Fate,
+        exc: BaseException,
+    ) -> Submission | Rejected:
+        """What an invoke that gave up (or was cancelled, or halted) becomes."""
+        inference_id = plan.inference_id
+        run_level = (
+            run_level_error(exc, endpoint_name=self.endpoint_name) if isinstance(exc, Exception) else None
+        )
+        if not isinstance(exc, Exception) or isinstance(exc, _Halted) or run_level is not None:
+            # The run ends: nobody will track it here. It is in doubt if it may have arrived.
+            self._forget(inference_id, fate.unanswered)
+            if run_level is not None and run_level is not exc:
+                raise run_level from exc
+            raise exc
+        if fate.unanswered:
+            # It may have been accepted: track it rather than call it rejected.
+            self._in_doubt += 1
+            now = self._clock()
+            return self._submission(
+                request,
+                plan,
+                input_location,
+                fate,
+                submitted_at=submitted_at,
+                accepted_at=now,
+                deadline=now + self._retry.in_doubt_wait,
+                response=None,
+            )
+        self._forget(inference_id, False)
+        if plan.needs_staging and input_location is not None and self._delete_after and self._stager:
+            await self._stager.delete(input_location)
+        return self._reject(
+            request,
+            describe(exc),
+            inference_id=inference_id,
+            route=plan.route,
+            error=exc,
+            attempts=fate.attempts,
+            submitted_at=submitted_at,
+        )
+
+    def _submission(
+        self,
+        request: InferenceRequest,
+        plan: Plan,
+        input_location: str | None,
+        fate: _Fate,
+        *,
+        submitted_at: float,
+        accepted_at: float,
+        deadline: float,
+        response: Mapping[str, Any] | None,
+    ) -> Submission:
+        self._routes[plan.route] += 1
+        submission = Submission(
+            inference_id=plan.inference_id,
+            id=request.id,
+            route=plan.route,
+            input_location=input_location,
+            output_location=response.get("OutputLocation") if response is not None else None,
+            failure_location=response.get("FailureLocation") if response is not None else None,
+            attempts=fate.attempts,
+            submitted_at=submitted_at,
+            accepted_at=accepted_at,
+            deadline=deadline,
+            staged=plan.needs_staging,
+            in_doubt=response is None,
+        )
+        self._accepted_hook(submission)
+        return submission
 
     def _reject(
         self,
@@ -432,9 +492,7 @@ class Dispatcher:
         attempts: int = 0,
         submitted_at: float | None = None,
     ) -> Rejected:
-        """Count a rejection and give back its pending token."""
         self._rejected += 1
-        self._release_pending()
         return Rejected(
             reason=reason,
             inference_id=inference_id or request.inference_id,
@@ -446,144 +504,6 @@ class Dispatcher:
             completed_at=self._clock(),
         )
 
-    async def _process(
-        self, request: InferenceRequest, permit: Permit | None, *, checked: bool = False
-    ) -> Submission | Rejected:
-        """Route, stage, register and invoke one request that holds a pending token.
-
-        Every path gives the token back except acceptance. ``_RunFailed`` wraps a
-        run-level error. The permit, when given, is released on every path.
-        """
-        accepted = False
-        try:
-            if not checked:
-                invalid = validate_request(request)
-                if invalid is not None:
-                    return self._reject(request, invalid.reason)
-            submitted_at = self._clock()
-            inference_id = request.inference_id or str(uuid.uuid4())
-            body: bytes | None = None
-            input_location = request.input_location
-            route: Route = "s3"
-            if input_location is None:
-                loaded = await self._load_body(request)
-                if isinstance(loaded, Invalid):
-                    return self._reject(request, loaded.reason, inference_id=inference_id)
-                chosen = choose_route(self._mode, len(loaded), staging=self._stager is not None)
-                if isinstance(chosen, Invalid):
-                    return self._reject(request, chosen.reason, inference_id=inference_id)
-                route = chosen
-                if route == "inline":
-                    body = loaded
-                else:
-                    if permit is not None:
-                        # Uploading is not an invoke: do not hold an invoke slot meanwhile.
-                        self._limiter.release(permit)
-                        permit = None
-                    staged = await self._stage(request, loaded, inference_id, submitted_at)
-                    if isinstance(staged, Rejected):
-                        return staged
-                    input_location = staged
-            staged_input = input_location if request.input_location is None else None
-            arguments = invoke_arguments(
-                self.endpoint_name,
-                request,
-                inference_id=inference_id,
-                body=body,
-                input_location=input_location,
-            )
-            if self._expect is not None:
-                self._expect(inference_id, self._deadline(request, submitted_at))
-            fate = _Fate()
-            try:
-                response = await self._invoke(arguments, permit, fate)
-            except _Attempted as failure:
-                exc = failure.args[0]
-                if self._is_run_level(exc):
-                    if self._forget is not None:
-                        self._forget(inference_id, fate.unanswered)
-                    self._raise_run_level(exc)
-                if fate.unanswered:
-                    # It may have been accepted: track it rather than call it rejected.
-                    accepted = True
-                    return self._in_doubt_submission(
-                        request, inference_id, route, input_location, staged_input, submitted_at, fate
-                    )
-                if self._forget is not None:
-                    self._forget(inference_id, False)
-                if staged_input is not None:
-                    await self._delete_staged(staged_input)
-                return self._reject(
-                    request,
-                    describe(exc),
-                    inference_id=inference_id,
-                    route=route,
-                    error=exc,
-                    attempts=fate.attempts,
-                    submitted_at=submitted_at,
-                )
-            except BaseException:
-                if self._forget is not None:
-                    # Cancelled mid-invoke: the caller will never hold a Submission to track.
-                    self._forget(inference_id, fate.unanswered)
-                raise
-            finally:
-                permit = None
-            accepted = True
-            accepted_at = self._clock()
-            self._accepted += 1
-            self._routes[route] += 1
-            self._outstanding[inference_id] += 1
-            return Submission(
-                inference_id=inference_id,
-                id=request.id,
-                route=route,
-                input_location=input_location,
-                output_location=response.get("OutputLocation"),
-                failure_location=response.get("FailureLocation"),
-                attempts=fate.attempts,
-                submitted_at=submitted_at,
-                accepted_at=accepted_at,
-                deadline=self._deadline(request, accepted_at),
-                staged=staged_input is not None,
-            )
-        except BaseException:
-            if not accepted:
-                self._release_pending()
-            raise
-        finally:
-            if permit is not None:
-                self._limiter.release(permit)
-
-    def _in_doubt_submission(
-        self,
-        request: InferenceRequest,
-        inference_id: str,
-        route: Route,
-        input_location: str | None,
-        staged_input: str | None,
-        submitted_at: float,
-        fate: _Fate,
-    ) -> Submission:
-        now = self._clock()
-        self._in_doubt += 1
-        self._routes[route] += 1
-        self._outstanding[inference_id] += 1
-        return Submission(
-            inference_id=inference_id,
-            id=request.id,
-            route=route,
-            input_location=input_location,
-            output_location=None,
-            failure_location=None,
-            attempts=fate.attempts,
-            submitted_at=submitted_at,
-            accepted_at=now,
-            deadline=now + self._retry.in_doubt_wait,
-            staged=staged_input is not None,
-            in_doubt=True,
-        )
-
     def _deadline(self, request: InferenceRequest, since: float) -> float:
         return inference_deadline(
             since,
@@ -592,84 +512,63 @@ class Dispatcher:
             grace_period=self._grace_period,
         )
 
-    async def _load_body(self, request: InferenceRequest) -> bytes | Invalid:
+    async def _load_body(self, request: InferenceRequest) -> bytes | Invalid | None:
         if request.body is not None:
             return bytes(request.body)
-        assert request.body_path is not None
+        if request.body_path is None:
+            return None
         try:
             return await anyio.Path(request.body_path).read_bytes()
         except OSError as exc:
             return Invalid(f"cannot read body_path {str(request.body_path)!r}: {exc}")
 
-    async def _stage(
-        self, request: InferenceRequest, body: bytes, inference_id: str, submitted_at: float
-    ) -> str | Rejected:
-        assert self._stager is not None
+    async def _stage(self, request: InferenceRequest, plan: Plan, submitted_at: float) -> str | Rejected:
+        assert self._stager is not None and plan.body is not None
         try:
-            return await self._stager.upload(body, content_type=request.content_type)
-        except FanoutError as exc:
-            raise _RunFailed(exc) from exc
+            return await self._stager.upload(plan.body, content_type=request.content_type)
+        except FanoutError:
+            raise
         except Exception as exc:
             return self._reject(
                 request,
                 f"staging the payload in S3 failed: {describe(exc)}",
-                inference_id=inference_id,
+                inference_id=plan.inference_id,
                 route="s3",
                 error=exc,
                 submitted_at=submitted_at,
             )
 
     async def _invoke(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
-        """Invoke with retries. Raises ``_Attempted(last error)`` when it gives up.
-
-        The first attempt runs outside tenacity: most requests succeed at once, and building a
-        retry controller per request costs as much CPU as a tenth of the invoke itself. Only a
-        failed first attempt builds one, and replays that failure into it, so the waits, the
-        stop conditions and the retry counts are exactly tenacity's.
-        """
+        """Invoke with retries; the last error is raised when it gives up. The first attempt may
+        use ``permit``; later ones take their own."""
         try:
             return await self._attempt(arguments, permit, fate)
         except Exception as exc:
-            first: Exception | None = exc
-        try:
-            async for attempt in retrying(self._retry, before_sleep=self._count_retry):
-                with attempt:
-                    if first is not None:
-                        replay, first = first, None
-                        raise replay
-                    return await self._attempt(arguments, None, fate)
-        except Exception as exc:
-            raise _Attempted(exc) from exc
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+            first = exc
+        return await continue_retrying(
+            self._retry, first, lambda: self._attempt(arguments, None, fate), before_sleep=self._count_retry
+        )
 
     async def _attempt(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
         """One invoke call under a limiter permit, reporting its result to the controller."""
-        limiter = self._limiter
         if self._halted:
-            if permit is not None:
-                limiter.release(permit)
             raise _Halted("the run stopped before this request was sent")
-        if permit is None:
-            permit = await limiter.acquire()
-        signal: Signal = "neutral"
-        fate.attempts += 1
-        try:
-            response: dict[str, Any] = await self._runtime.invoke_endpoint_async(**arguments)
-            signal = "success"
+        async with self._limiter.slot(permit) as held:
+            fate.attempts += 1
+            try:
+                response: dict[str, Any] = await self._runtime.invoke_endpoint_async(**arguments)
+            except Exception as exc:
+                held.signal = signal_of(exc)
+                if classify(exc) == "throttle":
+                    self._throttles += 1
+                if delivery_of(exc) == "unknown":
+                    fate.unanswered = True
+                raise
+            except BaseException:
+                fate.unanswered = True  # cancelled while the request was on the wire: it may have arrived
+                raise
+            held.signal = "success"
             return response
-        except Exception as exc:
-            signal = signal_of(exc)
-            if classify(exc) == "throttle":
-                self._throttles += 1
-            if delivery_of(exc) == "unknown":
-                fate.unanswered = True
-            raise
-        except BaseException:
-            # Cancelled while the request was on the wire: it may have arrived.
-            fate.unanswered = True
-            raise
-        finally:
-            limiter.release(permit, signal)
 
     def _count_retry(self, state: RetryCallState) -> None:
         outcome = state.outcome
@@ -679,41 +578,10 @@ class Dispatcher:
             if delivery_of(exc) == "unknown":
                 self._resends += 1
 
-    def _is_run_level(self, exc: BaseException) -> bool:
-        from botocore import exceptions as bce
 
-        if classify(exc) != "fatal" and not isinstance(exc, bce.EndpointConnectionError):
-            return False
-        try:
-            with map_aws_errors(endpoint_name=self.endpoint_name):
-                raise exc
-        except FanoutError:
-            return True
-        except BaseException:
-            return False
-
-    def _raise_run_level(self, exc: BaseException) -> NoReturn:
-        """Raise a missing endpoint, missing credentials or an unreachable service as a run-level error."""
-        try:
-            with map_aws_errors(endpoint_name=self.endpoint_name):
-                raise exc
-        except FanoutError as mapped:
-            raise _RunFailed(mapped) from exc
-
-
-class _Fate:
-    """What the attempts of one request tell about it."""
-
-    __slots__ = ("attempts", "unanswered")
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        self.unanswered = False
-        """Some attempt may have reached the endpoint without an answer."""
-
-
-class _Attempted(Exception):
-    """The last error of an invoke that gave up."""
+@asynccontextmanager
+async def _no_slot() -> AsyncIterator[None]:
+    yield
 
 
 async def _source(

@@ -20,13 +20,19 @@ impossible or pointless, are exceptions::
         ├── InferenceFailed                   the model failed; carries ``failure_reason``
         └── InferenceExpired                  no outcome before its deadline
 
-``map_aws_errors`` is the single boundary that turns botocore exceptions into
-this tree, always with ``raise ... from exc`` so the cause is kept.
+``run_level_error`` is the one pure decision of what a botocore exception means
+for the whole run; ``map_aws_errors`` is the boundary that applies it, always
+with ``raise ... from exc`` so the cause is kept. Everything else a botocore call
+raises concerns one request, and the retry classes in ``_retry`` handle it.
+
+A ``ConfigError`` may name the ``field`` it is about; ``ConfigError.naming``
+rewords it for the command line (``--queue-url`` rather than ``queue_url``), so a
+rule is written once and each caller sees its own name for the value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +54,7 @@ __all__ = [
     "error_code",
     "http_status",
     "map_aws_errors",
+    "run_level_error",
     "unwrap_task_errors",
 ]
 
@@ -57,7 +64,21 @@ class FanoutError(Exception):
 
 
 class ConfigError(FanoutError, ValueError):
-    """A configuration value is invalid; the message names the value and what is allowed."""
+    """A configuration value is invalid; the message names the value and what is allowed.
+
+    With ``field``, the message is ``"<field> <problem>"``; ``naming`` says it with another name.
+    """
+
+    def __init__(self, problem: str, *, field: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}" if field else problem)
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The message with the field called by its name in ``names`` (say, the CLI flag)."""
+        if self.field is None or self.field not in names:
+            return str(self)
+        return f"{names[self.field]} {self.problem}"
 
 
 class CredentialsError(FanoutError):
@@ -150,6 +171,55 @@ _BUCKET_MISSING = frozenset({"NoSuchBucket"})
 _QUEUE_MISSING = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 )
+_CREDENTIALS_REJECTED = frozenset(
+    {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}
+)
+
+
+def run_level_error(
+    exc: BaseException,
+    *,
+    bucket: str | None = None,
+    queue_url: str | None = None,
+    endpoint_name: str | None = None,
+) -> FanoutError | None:
+    """The run-level error that ``exc`` (raised by a botocore call) means, or ``None``.
+
+    Run level: missing credentials, an unreachable service, credentials AWS rejects, and a
+    missing bucket, queue or endpoint (for the resource named by the keyword arguments). Pure: it
+    only looks at ``exc``; the caller raises the result ``from exc``.
+    """
+    from botocore import exceptions as bce
+
+    if isinstance(exc, FanoutError):
+        return exc
+    if isinstance(exc, bce.NoCredentialsError):
+        return CredentialsError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or another source of the standard chain"
+        )
+    if isinstance(exc, bce.EndpointConnectionError):
+        return ServiceUnreachable(f"could not connect to {exc.kwargs.get('endpoint_url')}")
+    if not isinstance(exc, bce.ClientError):
+        return None
+    code = error_code(exc)
+    message = str(exc)
+    if bucket is not None and (
+        code in _BUCKET_MISSING or (code in {"404", "NotFound"} and "HeadBucket" in message)
+    ):
+        return BucketNotFound(bucket)
+    if queue_url is not None and code in _QUEUE_MISSING:
+        return QueueNotFound(queue_url)
+    if (
+        endpoint_name is not None
+        and code == "ValidationError"
+        and "not found" in message.lower()
+        and "endpoint" in message.lower()
+    ):
+        return EndpointNotFound(endpoint_name)
+    if code in _CREDENTIALS_REJECTED:
+        return CredentialsError(f"AWS rejected the credentials: {message}")
+    return None
 
 
 @contextmanager
@@ -159,44 +229,20 @@ def map_aws_errors(
     queue_url: str | None = None,
     endpoint_name: str | None = None,
 ) -> Iterator[None]:
-    """Turn run-level botocore errors raised inside the block into fanout errors.
+    """Raise what ``run_level_error`` makes of an error raised inside the block; let the rest pass.
 
-    Only errors that make the whole run impossible are mapped: missing
-    credentials, an unreachable service, and a missing bucket, queue or endpoint
-    (for the resource named by the keyword arguments). Everything else passes
-    through unchanged, so per-item classification (``_retry``) still sees the
-    original botocore exception.
+    Everything that is not run level passes through unchanged, so per-item classification
+    (``_retry``) still sees the original botocore exception.
     """
-    from botocore import exceptions as bce
-
     try:
         yield
-    except bce.NoCredentialsError as exc:
-        raise CredentialsError(
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "AWS_PROFILE, or another source of the standard chain"
-        ) from exc
-    except bce.EndpointConnectionError as exc:
-        raise ServiceUnreachable(f"could not connect to {exc.kwargs.get('endpoint_url')}") from exc
-    except bce.ClientError as exc:
-        code = error_code(exc)
-        message = str(exc)
-        if bucket is not None and (
-            code in _BUCKET_MISSING or (code in {"404", "NotFound"} and "HeadBucket" in message)
-        ):
-            raise BucketNotFound(bucket) from exc
-        if queue_url is not None and code in _QUEUE_MISSING:
-            raise QueueNotFound(queue_url) from exc
-        if (
-            endpoint_name is not None
-            and code == "ValidationError"
-            and "not found" in message.lower()
-            and "endpoint" in message.lower()
-        ):
-            raise EndpointNotFound(endpoint_name) from exc
-        if code in {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}:
-            raise CredentialsError(f"AWS rejected the credentials: {message}") from exc
+    except FanoutError:
         raise
+    except Exception as exc:
+        mapped = run_level_error(exc, bucket=bucket, queue_url=queue_url, endpoint_name=endpoint_name)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 @contextmanager

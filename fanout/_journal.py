@@ -63,16 +63,36 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeAlias, TypeVar
+
+import anyio
+import anyio.to_thread
 
 from ._exceptions import JournalError
 from ._models import Route, Submission
 
-__all__ = ["ACCEPTED", "DONE", "READ", "SENDING", "Journal", "JournalRow", "JournalStatistics", "Outstanding"]
+__all__ = [
+    "ACCEPTED",
+    "DONE",
+    "READ",
+    "SENDING",
+    "Accepted",
+    "Claim",
+    "Journal",
+    "JournalRow",
+    "JournalStatistics",
+    "JournalWorker",
+    "Mark",
+    "Outstanding",
+    "Sending",
+    "Unsent",
+]
+
+T = TypeVar("T")
 
 READ: Final = 0
 SENDING: Final = 1
@@ -135,7 +155,8 @@ def _lock(path: Path) -> int:
 
 def _connect(path: str | os.PathLike[str], *, durable: bool) -> sqlite3.Connection:
     """A connection to the journal at ``path`` with the schema in place, closed again if that fails."""
-    connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    # One connection, used by one thread at a time (``JournalWorker``'s lane), from worker threads.
+    connection = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
     try:
         if durable:
             connection.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -149,6 +170,43 @@ def _connect(path: str | os.PathLike[str], *, durable: bool) -> sqlite3.Connecti
         connection.close()
         raise
     return connection
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """A request is about to be sent: it becomes SENDING (durable before the send)."""
+
+    inference_id: str
+    deadline: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """A request provably never left: back to READ."""
+
+    inference_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A request was accepted: ACCEPTED with its locations (unless it is in doubt)."""
+
+    submission: Submission
+
+
+Mark: TypeAlias = Sending | Unsent | Accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An input line to record as READ (see ``Journal.claim``)."""
+
+    line: int
+    crc: int
+    id: str
+    inference_id: str
+    route: Route | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +252,8 @@ class Journal:
         self._db = connection
         self._lock = lock
         self._durable = durable
+        self.durable = durable
+        """Whether it survives the process (a ``--journal``), rather than only finding duplicates."""
         self.resumed = resumed
         """True when the journal already held state from an earlier run."""
         row = self._db.execute("SELECT COALESCE(MAX(line), 0) FROM requests").fetchone()
@@ -309,17 +369,33 @@ class Journal:
         run adds never look like leftovers.
         """
         after = 0
-        while after < self._known_up_to:
-            page = self._db.execute(
-                "SELECT line, crc, state, inference_id FROM requests "
-                "WHERE line > ? AND line <= ? ORDER BY line LIMIT ?",
-                (after, self._known_up_to, _PAGE),
-            ).fetchall()
-            if not page:
-                return
-            for line, crc, state, inference_id in page:
-                yield JournalRow(line, crc, state, inference_id)
-            after = page[-1][0]
+        while page := self.rows_page(after):
+            yield from page
+            after = page[-1].line
+
+    def rows_page(self, after: int) -> list[JournalRow]:
+        """The next page of ``rows()``: rows of lines after ``after`` (empty at the end)."""
+        if after >= self._known_up_to:
+            return []
+        page = self._db.execute(
+            "SELECT line, crc, state, inference_id FROM requests "
+            "WHERE line > ? AND line <= ? ORDER BY line LIMIT ?",
+            (after, self._known_up_to, _PAGE),
+        ).fetchall()
+        return [JournalRow(line, crc, state, inference_id) for line, crc, state, inference_id in page]
+
+    def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        """``claim`` each line in turn; the reasons, in order."""
+        return [
+            self.claim(
+                line=claim.line,
+                crc=claim.crc,
+                id=claim.id,
+                inference_id=claim.inference_id,
+                route=claim.route,
+            )
+            for claim in claims
+        ]
 
     def claim(self, *, line: int, crc: int, id: str, inference_id: str, route: Route | None) -> str | None:
         """Record line ``line`` as READ, owning ``id`` and ``inference_id``.
@@ -346,36 +422,54 @@ class Journal:
 
     # -- dispatch side ---------------------------------------------------------------------------
 
-    def mark_sending(self, inference_id: str, deadline: float, now: float) -> None:
-        """The invoke for ``inference_id`` is about to leave; durable when this returns.
-
-        A line already SENDING (in doubt, sent again by this run) stays SENDING."""
+    def apply(self, marks: Iterable[Mark]) -> None:
+        """Record what happened to sent requests, in the open transaction (``commit`` ends it)."""
         if not self._durable:
             return
+        for mark in marks:
+            if isinstance(mark, Sending):
+                self._sending(mark)
+            elif isinstance(mark, Unsent):
+                self._unsent(mark.inference_id)
+            else:
+                self._accepted(mark.submission)
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    def mark_sending(self, inference_id: str, deadline: float, now: float) -> None:
+        """The invoke for ``inference_id`` is about to leave; durable when this returns."""
+        self.apply([Sending(inference_id, deadline, now)])
+        self.commit()
+
+    def mark_unsent(self, inference_id: str) -> None:
+        """Every attempt for ``inference_id`` failed to connect; durable when this returns."""
+        self.apply([Unsent(inference_id)])
+        self.commit()
+
+    def mark_accepted(self, submission: Submission) -> None:
+        """The endpoint accepted it; committed with the next durable step (losing it only means
+        the line is in doubt on resume, without its output location)."""
+        self.apply([Accepted(submission)])
+
+    def _sending(self, mark: Sending) -> None:
+        # A line already SENDING (in doubt, sent again by this run) stays SENDING.
         self._db.execute(
             "UPDATE requests SET state = ?, deadline = ?, submitted_at = ?, accepted_at = ?, attempts = 1 "
             "WHERE inference_id = ? AND state IN (?, ?)",
-            (SENDING, deadline, now, now, inference_id, READ, SENDING),
+            (SENDING, mark.deadline, mark.now, mark.now, mark.inference_id, READ, SENDING),
         )
-        self._db.commit()
 
-    def mark_unsent(self, inference_id: str) -> None:
-        """Every attempt for ``inference_id`` failed to connect: it never left, so it is READ again,
-        not in doubt, and the next run sends it."""
-        if not self._durable:
-            return
+    def _unsent(self, inference_id: str) -> None:
+        # It never left, so it is READ again, not in doubt, and the next run sends it.
         self._db.execute(
             "UPDATE requests SET state = ? WHERE inference_id = ? AND state = ?",
             (READ, inference_id, SENDING),
         )
-        self._db.commit()
 
-    def mark_accepted(self, submission: Submission) -> None:
-        """The endpoint accepted it; committed with the next durable step (losing it only means
-        the line is in doubt on resume, without its output location). A submission in doubt
-        (no 202 was seen) stays SENDING."""
-        if not self._durable or submission.in_doubt:
-            return
+    def _accepted(self, submission: Submission) -> None:
+        if submission.in_doubt:
+            return  # no 202 was seen: it stays SENDING
         self._db.execute(
             "UPDATE requests SET state = ?, route = ?, input_location = ?, output_location = ?, "
             "failure_location = ?, attempts = ?, submitted_at = ?, accepted_at = ?, deadline = ?, staged = ? "
@@ -553,3 +647,101 @@ class Journal:
             accepted=counts.get(ACCEPTED, 0),
             done=counts.get(DONE, 0),
         )
+
+
+class _Group:
+    """Marks queued together, and the commit that makes them durable."""
+
+    __slots__ = ("done", "error", "marks")
+
+    def __init__(self) -> None:
+        self.marks: list[Mark] = []
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class JournalWorker:
+    """The journal's async face: SQLite runs in worker threads, one operation at a time, and the
+    marks of concurrent sends share one commit.
+
+    ``sending`` is awaited before a request is sent: its mark joins the current group, and ``run``
+    (the flusher, started in the task group of the code that uses the worker) commits the group in
+    one thread hop, however many sends joined it; the next group fills meanwhile. ``accepted`` and
+    ``unsent`` marks ride along with the next commit, and ``flush`` commits what is left. A temporary
+    journal records no marks. The SQLite connection is only ever used inside the lane.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._lane = anyio.Lock()
+        self._group = _Group()
+        self._wake = anyio.Event()
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread, alone on the journal."""
+        async with self._lane:
+            return await anyio.to_thread.run_sync(function, *args)
+
+    async def sending(self, inference_id: str, deadline: float, now: float) -> None:
+        """Mark a request SENDING; returns once that is durable."""
+        if not self.journal.durable:
+            return
+        group = self._group
+        group.marks.append(Sending(inference_id, deadline, now))
+        self._wake.set()
+        await group.done.wait()
+        if group.error is not None:
+            raise JournalError(f"the journal could not record a send: {group.error}") from group.error
+
+    def unsent(self, inference_id: str) -> None:
+        if self.journal.durable:
+            self._group.marks.append(Unsent(inference_id))
+
+    def accepted(self, submission: Submission) -> None:
+        if self.journal.durable:
+            self._group.marks.append(Accepted(submission))
+
+    async def write(self, lines: Sequence[tuple[int, int, str, bytes]]) -> int:
+        """``Journal.write`` in the lane, committing the queued marks with it."""
+        async with self._lane:
+            group = self._take()
+            return await self._run(group, self._write, group.marks, lines)
+
+    async def flush(self) -> None:
+        """Commit the marks queued so far."""
+        async with self._lane:
+            group = self._take()
+            if group.marks:
+                await self._run(group, self._commit, group.marks)
+            else:
+                group.done.set()
+
+    async def run(self) -> None:
+        """Commit each group of marks as soon as one is waited for; until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    def _take(self) -> _Group:
+        group, self._group = self._group, _Group()
+        return group
+
+    async def _run(self, group: _Group, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(function, *args)
+        except BaseException as exc:
+            group.error = exc
+            raise
+        finally:
+            group.done.set()
+
+    def _commit(self, marks: Sequence[Mark]) -> None:
+        self.journal.apply(marks)
+        self.journal.commit()
+
+    def _write(self, marks: Sequence[Mark], lines: Sequence[tuple[int, int, str, bytes]]) -> int:
+        self.journal.apply(marks)
+        written = self.journal.write(lines)
+        self.journal.commit()  # write() commits only when it wrote something
+        return written

@@ -1,4 +1,4 @@
-"""The values that flow through fanout: requests, submissions, notifications and outcomes.
+"""The values that flow through fanout: requests, submissions, notifications, outcomes and run reports.
 
 All are frozen, slotted dataclasses. Times are POSIX timestamps in seconds
 (``time.time()``), because journals and deadlines must survive a restart.
@@ -9,6 +9,7 @@ inferences costs memory for their ids and locations only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -27,6 +28,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "Route",
+    "RunReport",
     "Submission",
     "Succeeded",
     "encode_json",
@@ -219,3 +221,74 @@ class Rejected:
 
 
 Outcome: TypeAlias = Succeeded | Failed | Expired | Rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """What one ``run`` (or ``fanout run``) did. Times are seconds.
+
+    ``p50``/``p95``/``p99`` are times from the first attempt to the outcome of the
+    requests that were accepted, within 1 %; ``None`` when there were none.
+    """
+
+    succeeded: int = 0
+    failed: int = 0
+    expired: int = 0
+    rejected: int = 0
+    inline: int = 0
+    s3: int = 0
+    retries: int = 0
+    """Attempts beyond the first, over every request."""
+    resends: int = 0
+    """Requests sent again under the same inference id after an attempt that may have reached the
+    endpoint without an answer: the endpoint may have run them twice (their outcome is reported once)."""
+    in_doubt: int = 0
+    """Requests tracked without a 202 because they may have been accepted."""
+    throttles: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    api_calls: Mapping[str, int] = field(default_factory=dict)
+    """Calls made, by ``service.Operation`` (for example ``sagemaker-runtime.InvokeEndpointAsync``)."""
+    elapsed: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.succeeded + self.failed + self.expired + self.rejected
+
+    @property
+    def ok(self) -> bool:
+        """Whether every request succeeded."""
+        return self.total == self.succeeded
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        return {
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "expired": self.expired,
+            "rejected": self.rejected,
+        }
+
+    @property
+    def throughput(self) -> float:
+        """Outcomes per second over the whole run."""
+        return self.total / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            **self.by_status,
+            "inline": self.inline,
+            "s3": self.s3,
+            "retries": self.retries,
+            "resends": self.resends,
+            "in_doubt": self.in_doubt,
+            "throttles": self.throttles,
+            "p50": self.p50,
+            "p95": self.p95,
+            "p99": self.p99,
+            "api_calls": dict(self.api_calls),
+            "elapsed": self.elapsed,
+            "throughput": self.throughput,
+        }

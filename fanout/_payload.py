@@ -1,32 +1,30 @@
-"""Routing (inline or S3) and local validation of one InvokeEndpointAsync call, and S3 staging.
+"""Planning one InvokeEndpointAsync call: local validation and routing (inline or S3). Pure.
 
 botocore checks only types, required members and ``min`` constraints; the
 128,000-byte limit, the exclusivity of ``Body`` and ``InputLocation``, every
 ``max`` and every pattern are enforced by the service alone, with a 400
 ``ValidationError`` after a network round trip. Everything here checks them
 first, so a bad request becomes a ``Rejected`` value that names the offending
-field and never costs a call. The checks are pure; only ``Stager`` does I/O.
+field and never costs a call. Staging a payload in S3 is ``_staging``'s job.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
-from ._config import PayloadMode, S3Location, Staging, parse_s3_uri
-from ._exceptions import ConfigError, StagingError, error_code, map_aws_errors
+from ._config import PayloadMode
+from ._exceptions import ConfigError
 from ._models import MAX_INLINE_BODY_BYTES, InferenceRequest, Route
 
 __all__ = [
     "Invalid",
-    "Stager",
+    "Plan",
     "choose_route",
     "invoke_arguments",
+    "plan_request",
     "validate_endpoint_name",
     "validate_inference_id",
     "validate_request",
@@ -57,8 +55,9 @@ def validate_endpoint_name(endpoint_name: str) -> None:
         or not _ENDPOINT_NAME.fullmatch(endpoint_name)
     ):
         raise ConfigError(
-            f"endpoint_name must be 1-63 letters, digits and inner hyphens "
-            f"(pattern [a-zA-Z0-9](-*[a-zA-Z0-9])*), got {endpoint_name!r}"
+            "must be 1-63 letters, digits and inner hyphens "
+            f"(pattern [a-zA-Z0-9](-*[a-zA-Z0-9])*), got {endpoint_name!r}",
+            field="endpoint_name",
         )
 
 
@@ -203,60 +202,33 @@ def invoke_arguments(
     return arguments
 
 
-class Stager:
-    """Uploads payloads to ``<staging prefix>/<uuid4>`` with bounded concurrency.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one valid request will be sent."""
 
-    The keys are random, so staged inputs cannot be guessed or collide. SSE-KMS
-    and ``ExpectedBucketOwner`` are applied to every call when configured.
+    inference_id: str
+    route: Route
+    body: bytes | None
+    """The payload: sent inline, or staged in S3 first when ``route`` is ``"s3"``; ``None`` when the
+    caller gave an ``input_location``."""
+    input_location: str | None
+    """The caller's own ``InputLocation``, already uploaded."""
+
+    @property
+    def needs_staging(self) -> bool:
+        return self.route == "s3" and self.body is not None
+
+
+def plan_request(
+    request: InferenceRequest, body: bytes | None, *, inference_id: str, mode: PayloadMode, staging: bool
+) -> Plan | Invalid:
+    """The plan for ``request``, whose payload (read from ``body_path`` if need be) is ``body``.
+
+    ``staging`` says whether an S3 staging location is configured.
     """
-
-    def __init__(self, s3: Any, staging: Staging) -> None:
-        self._s3 = s3
-        self._staging = staging
-        self._location: S3Location = staging.s3
-        self._limiter = anyio.CapacityLimiter(staging.max_concurrency)
-        self.uploads = 0
-        self.deletes = 0
-
-    def _owner(self) -> dict[str, str]:
-        owner = self._staging.expected_bucket_owner
-        return {"ExpectedBucketOwner": owner} if owner else {}
-
-    async def check(self) -> None:
-        """Raise ``BucketNotFound`` (or ``StagingError``) when the staging bucket cannot be used."""
-        bucket = self._location.bucket
-        try:
-            with map_aws_errors(bucket=bucket):
-                await self._s3.head_bucket(Bucket=bucket, **self._owner())
-        except StagingError:
-            raise
-        except Exception as exc:
-            if error_code(exc) is None:
-                raise
-            raise StagingError(f"staging bucket {bucket!r} cannot be used: {exc}") from exc
-
-    async def upload(self, body: bytes, *, content_type: str | None) -> str:
-        """Upload ``body`` and return its ``s3://`` URI. A missing bucket raises ``BucketNotFound``."""
-        location = self._location.join(str(uuid.uuid4()))
-        arguments: dict[str, Any] = {"Bucket": location.bucket, "Key": location.key, "Body": body}
-        if content_type:
-            arguments["ContentType"] = content_type
-        if self._staging.sse_kms_key_id:
-            arguments["ServerSideEncryption"] = "aws:kms"
-            arguments["SSEKMSKeyId"] = self._staging.sse_kms_key_id
-        arguments.update(self._owner())
-        async with self._limiter:
-            with map_aws_errors(bucket=location.bucket):
-                await self._s3.put_object(**arguments)
-        self.uploads += 1
-        return str(location)
-
-    async def delete(self, uri: str) -> None:
-        """Delete a staged input; failures are ignored because the object is only garbage now."""
-        location = parse_s3_uri(uri, what="staged input")
-        try:
-            async with self._limiter:
-                await self._s3.delete_object(Bucket=location.bucket, Key=location.key, **self._owner())
-        except Exception:
-            return
-        self.deletes += 1
+    if body is None:
+        return Plan(inference_id, "s3", None, request.input_location)
+    route = choose_route(mode, len(body), staging=staging)
+    if isinstance(route, Invalid):
+        return route
+    return Plan(inference_id, route, body, None)

@@ -1,7 +1,10 @@
 """The scenarios, one module each, and the context they run in.
 
 Each scenario module exposes ``NAME``, ``TITLE``, ``SIZES`` (keyed ``tiny``,
-``quick`` and ``full``) and ``run(ctx) -> ScenarioResult``.
+``quick`` and ``full``) and ``run(ctx) -> ScenarioResult``. The private modules
+are the parts they share with the standalone benchmarks: where calls go
+(``_target``), workloads and runs (``_workload``), and each side's code
+(``_fanout``, ``_usual``, ``_dispatcher``, ``_tracker``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Two ways of driving the client, both public:
 
-- ``api="map"``: ``async for outcome in client.map(requests)``, the batch API that
+- ``api="map"``: ``async with client.map(requests) as outcomes``, the batch API that
   ``client.run`` and ``fanout run`` use. Outcomes carry ``submitted_at`` and
   ``completed_at``, so completion latency is known, but not the moment of the 202.
 - ``api="submit"``: one task per request doing ``handle = await client.submit(r)``
@@ -122,8 +122,9 @@ async def run_fanout(items: list[Item], target: Target, settings: FanoutSettings
                     record.verified += item is not None and verify(item, outcome.result)
 
             async def by_map() -> None:
-                async for outcome in client.map(requests):
-                    settle(outcome, None)
+                async with client.map(requests) as outcomes:
+                    async for outcome in outcomes:
+                        settle(outcome, None)
 
             async def by_submit() -> None:
                 # As client.map does: at most max_pending accepted-or-submitting requests, and at most

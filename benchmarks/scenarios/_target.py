@@ -1,11 +1,12 @@
-"""Where a scenario sends its calls: an emulator in its own (pinned) process, or a real endpoint.
+"""Where a benchmark sends its calls: an emulator in its own (pinned) process, or a real endpoint.
 
-The emulator runs ``python -m fanout.testing`` with a configuration written
-here: one endpoint whose worker pool is large enough never to be the limit,
-outputs and failures in S3, both notification topics delivered to one SQS
-queue, a staging bucket, and the per-API latency model. Its counters
-(``/_fanout/stats``) give the API calls of each side, and its CPU time comes
-from ``/proc``.
+``open_target`` runs ``python -m fanout.testing`` with a configuration written
+here (``emulator_config``): one endpoint whose worker pool is large enough never
+to be the limit, outputs and failures in S3, both notification topics delivered
+to one SQS queue, a staging bucket, and the per-API latency model.
+``emulator_process`` runs it with any configuration (the standalone benchmarks use
+its defaults). Its counters (``/_fanout/stats``, ``Target.stats`` or an async
+``Control``) give the API calls of each side, and its CPU time comes from ``/proc``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,27 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from .._harness import Sample
+import aiohttp
+import anyio
+
+from .._harness import Sample, child_pids
 from . import Context
 from ._workload import RunRecord, Target, measure
 
-__all__ = ["ENDPOINT", "emulator_config", "isolated", "open_target", "set_faults"]
+__all__ = [
+    "ENDPOINT",
+    "Control",
+    "emulator_config",
+    "emulator_process",
+    "isolated",
+    "open_control",
+    "open_target",
+]
 
 ENDPOINT = "fanout-bench"
 QUEUE = "fanout-notifications"
@@ -67,40 +79,23 @@ def emulator_config(
     }
 
 
-def _children_running(module: str) -> set[int]:
-    """Pids of this process's children whose command line runs ``python -m <module>``."""
-    me = os.getpid()
-    found: set[int] = set()
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                stat = handle.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == me and module.encode() in cmdline:
-            found.add(int(entry))
-    return found
-
-
 @contextmanager
-def open_target(ctx: Context, **config: Any) -> Iterator[Target]:
-    """An emulator started with ``emulator_config(ctx.latency, **config)``, or the real endpoint."""
-    if ctx.real:
-        yield real_target()
-        return
+def emulator_process(config: Mapping[str, Any] | None = None, *, cpu: int | None = None) -> Iterator[Target]:
+    """``python -m fanout.testing`` in its own process (pinned to ``cpu`` when given), serving
+    ``config`` (the emulator's JSON format, over its defaults; None: its default configuration).
+
+    ``server_pid`` is that process, for its CPU time.
+    """
     from fanout.testing import run_emulator_process
 
     with tempfile.TemporaryDirectory(prefix="fanout-bench-") as scratch:
-        path = Path(scratch) / "emulator.json"
-        path.write_text(json.dumps(emulator_config(ctx.latency, **config)), encoding="utf-8")
-        before = _children_running("fanout.testing")
-        with run_emulator_process(path, cpu=ctx.emulator_cpu) as env:
-            started = _children_running("fanout.testing") - before
+        path: Path | None = None
+        if config is not None:
+            path = Path(scratch) / "emulator.json"
+            path.write_text(json.dumps(config), encoding="utf-8")
+        before = child_pids("fanout.testing")
+        with run_emulator_process(path, cpu=cpu) as env:
+            started = child_pids("fanout.testing") - before
             # aiobotocore reads AWS_DEFAULT_REGION, not AWS_REGION, for the region of a client.
             env = {"AWS_DEFAULT_REGION": env.get("AWS_REGION", "us-east-1"), **env}
             yield Target(
@@ -111,6 +106,16 @@ def open_target(ctx: Context, **config: Any) -> Iterator[Target]:
                 server_pid=min(started) if len(started) == 1 else None,
                 stats_url=f"{env['AWS_ENDPOINT_URL']}/_fanout/stats",
             )
+
+
+@contextmanager
+def open_target(ctx: Context, **config: Any) -> Iterator[Target]:
+    """An emulator started with ``emulator_config(ctx.latency, **config)``, or the real endpoint."""
+    if ctx.real:
+        yield real_target()
+        return
+    with emulator_process(emulator_config(ctx.latency, **config), cpu=ctx.emulator_cpu) as target:
+        yield target
 
 
 Run: TypeAlias = Callable[[], RunRecord] | Callable[[], Awaitable[RunRecord]]
@@ -132,17 +137,50 @@ def isolated(ctx: Context, make_run: Callable[[Target], Run], **config: Any) -> 
     return side
 
 
-def set_faults(target: Target, faults: Mapping[str, Any]) -> None:
-    """Replace the emulator's faults at run time (``PUT /_fanout/faults``); latency is part of faults."""
-    if target.stats_url is None:
-        raise RuntimeError("faults can only be injected into the emulator, not a real endpoint")
-    from urllib.request import Request, urlopen
+class Control:
+    """The emulator's control API (``/_fanout/stats``, ``/_fanout/faults``) on the caller's event loop.
 
-    url = target.stats_url.rsplit("/", 1)[0] + "/faults"
-    request = Request(url, data=json.dumps(dict(faults)).encode(), method="PUT")
-    request.add_header("Content-Type", "application/json")
-    with urlopen(request, timeout=10) as response:
-        response.read()
+    ``http`` is the session it uses, there for the caller's own calls to the emulator as well.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.url}/_fanout/stats") as response:
+            stats: dict[str, Any] = await response.json()
+            return stats
+
+    async def set_faults(self, faults: Mapping[str, Any]) -> None:
+        """Replace the emulator's faults (latency is part of faults)."""
+        async with self.http.put(f"{self.url}/_fanout/faults", json=dict(faults)) as response:
+            if response.status != 200:
+                raise RuntimeError(f"the emulator refused the faults {faults}: {await response.text()}")
+
+
+@asynccontextmanager
+async def open_control(
+    env: Mapping[str, str], *, connections: int = 100, clear_faults: bool = False
+) -> AsyncIterator[Control]:
+    """A ``Control`` for the loopback emulator of ``env``; ``clear_faults`` clears its faults on the way
+    in and on the way out (even when cancelled)."""
+    url = env["AWS_ENDPOINT_URL"]
+    host = url.split("://", 1)[-1].split(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost"):
+        raise ValueError(f"benchmarks drive a loopback emulator only, got {url!r}")
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        control = Control(http, url)
+        if not clear_faults:
+            yield control
+            return
+        await control.set_faults({})
+        try:
+            yield control
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await control.set_faults({})
 
 
 class RealTargetError(RuntimeError):

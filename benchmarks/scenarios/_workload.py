@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import inspect
 import json
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -29,10 +31,14 @@ __all__ = [
     "Target",
     "aio_session",
     "api_calls",
+    "client_location",
     "count_calls",
+    "env_session",
     "json_items",
+    "loop_options",
     "measure",
     "mixed_items",
+    "open_clients",
     "to_sample",
     "verify",
 ]
@@ -112,6 +118,36 @@ def aio_session() -> Any:
     return get_session()
 
 
+def env_session(env: Mapping[str, str]) -> Any:
+    """An aiobotocore session holding the credentials in ``env`` (an emulator's), for code that is handed
+    an ``env`` rather than running inside it (``aws_environment``)."""
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    session.set_credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    return session
+
+
+def client_location(env: Mapping[str, str]) -> dict[str, str]:
+    """``region_name`` and ``endpoint_url`` of a client for the emulator in ``env``."""
+    return {"region_name": env.get("AWS_REGION", "us-east-1"), "endpoint_url": env["AWS_ENDPOINT_URL"]}
+
+
+@asynccontextmanager
+async def open_clients(
+    env: Mapping[str, str], *services: str, config: Any = None
+) -> AsyncIterator[list[Any]]:
+    """One aiobotocore client per service, for the emulator in ``env``."""
+    session = env_session(env)
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                session.create_client(name, config=config, **client_location(env))
+            )
+            for name in services
+        ]
+
+
 @dataclass(slots=True)
 class RunRecord:
     """What one side measured while scoring one workload."""
@@ -183,12 +219,10 @@ def to_sample(
     counted = counted or bool(calls)
     metrics: dict[str, float] = {
         "n": float(record.n),
-        "wall_s": record.clock.wall,
+        **record.clock.per_thousand(record.n),
         "throughput": record.succeeded / record.clock.wall if record.clock.wall > 0 else math.nan,
         "succeeded": float(record.succeeded),
         "verified": float(record.verified),
-        "client_cpu_per_k": record.clock.client_cpu * per_k,
-        "server_cpu_per_k": record.clock.server_cpu * per_k,
         "api_calls_per_k": sum(calls.values()) * per_k if counted else math.nan,
         "s3_puts_per_k": _operation(calls, "PutObject") * per_k if counted else math.nan,
         "invokes_per_k": _operation(calls, "InvokeEndpointAsync") * per_k if counted else math.nan,
@@ -226,17 +260,13 @@ def measure(
     with aws_environment(target.env):
         before = target.stats()
         if inspect.iscoroutinefunction(run):
-            options = {"use_uvloop": True} if uvloop and _has_uvloop() else {}
-            record: RunRecord = anyio.run(run, backend="asyncio", backend_options=options)
+            record: RunRecord = anyio.run(run, backend="asyncio", backend_options=loop_options(uvloop))
         else:
             record = run()  # type: ignore[assignment]
         after = target.stats()
     return to_sample(record, before, after)
 
 
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def loop_options(uvloop: bool) -> dict[str, Any]:
+    """``anyio.run``'s asyncio backend options: uvloop when asked for and installed."""
+    return {"use_uvloop": True} if uvloop and importlib.util.find_spec("uvloop") is not None else {}

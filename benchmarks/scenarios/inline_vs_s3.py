@@ -19,9 +19,20 @@ from typing import Any
 
 from fanout import Staging
 
-from .._harness import CpuClock, Sample, ScenarioResult, Table, repeat_sides, stat
+from .._harness import (
+    CpuClock,
+    Sample,
+    ScenarioResult,
+    Table,
+    cell,
+    median,
+    pooled,
+    ratio_cell,
+    repeat_sides,
+    stat,
+    values,
+)
 from . import Context
-from ._cells import cell, median, pooled, ratio_cell, values
 from ._fanout import FanoutSettings, fanout_side
 from ._plots import cdf_plot
 from ._target import isolated

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 from fanout import MAX_INLINE_BODY_BYTES
 
-from .._harness import Sample, ScenarioResult, Table, repeat_sides
+from .._harness import Sample, ScenarioResult, Table, cell, median, ratio, ratio_cell, repeat_sides
 from . import Context
-from ._cells import cell, median, ratio, ratio_cell
 from ._fanout import FanoutSettings, fanout_side
 from ._target import isolated
 from ._workload import mixed_items

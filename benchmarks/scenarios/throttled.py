@@ -1,7 +1,7 @@
 """Scenario 4: a throttled endpoint. fanout's retries and adaptive limiter against botocore's adaptive mode.
 
-This runs the dispatcher's own benchmark, ``bench_throttled`` from
-``benchmarks/dispatch.py``, on an emulator process started here, and reports it
+This runs the dispatcher's own benchmark, ``bench_throttled`` (as
+``python -m benchmarks.dispatch`` runs it), on an emulator process started here, and reports it
 with the rest: the emulator throttles InvokeEndpointAsync with a token bucket
 (400 ``ThrottlingException``, as SageMaker does); for a fixed window, 64 workers
 submit one request after another through fanout's Dispatcher and, in turn,
@@ -11,15 +11,14 @@ through one aiobotocore client in botocore's adaptive retry mode.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from .._harness import Sample, ScenarioResult, Table
+from .._harness import Sample, ScenarioResult, Table, cell, median, ratio
 from . import Context
-from ._cells import cell, median, ratio
+from ._dispatcher import Throttled, bench_throttled
 from ._plots import rate_plot
 from ._target import open_target
 
@@ -47,26 +46,6 @@ ADAPTIVE = "adaptive"
 LABELS = {FANOUT: "fanout Dispatcher (default retry policy)", ADAPTIVE: "aiobotocore, retries mode=adaptive"}
 
 
-def _sample(run: dict[str, Any]) -> Sample:
-    accepted = float(run["accepted_client"])
-    return Sample(
-        metrics={
-            "n": float(run["started"]),
-            "succeeded": accepted,
-            "goodput": float(run["goodput"]),
-            "goodput_ratio": float(run["goodput_ratio"]),
-            "waste": float(run["waste"]),
-            "gave_up": float(run["gave_up"]),
-            "longest_low": float(run["longest_low"]),
-            "collapsed": float(run["collapsed"]),
-            "first_second_goodput": float(run["first_second_goodput"]),
-            "client_cpu_per_k": float(run["cpu_per_1000"]),
-            "wall_s": float(run["wall"]),
-        },
-        series={"goodput": list(run["series"]), "throttled": list(run["throttle_series"])},
-    )
-
-
 def run(ctx: Context) -> ScenarioResult:
     if ctx.real:
         return ScenarioResult(
@@ -75,8 +54,6 @@ def run(ctx: Context) -> ScenarioResult:
             description="Skipped with `--real`: the throttle is injected by the emulator, and a real "
             "endpoint should not be pushed into throttling on purpose.",
         )
-    from .. import dispatch
-
     size = SIZES[ctx.size]
     ctx.progress(
         f"{LABELS[FANOUT]} and {LABELS[ADAPTIVE]}, {ctx.repeat} repetition(s) of {size.duration:g} s"
@@ -84,7 +61,7 @@ def run(ctx: Context) -> ScenarioResult:
     with open_target(ctx) as target:
         result, orphans = run_leaving_orphans(
             partial(
-                dispatch.bench_throttled,
+                bench_throttled,
                 dict(target.env),
                 rate=size.rate,
                 duration=size.duration,
@@ -94,7 +71,7 @@ def run(ctx: Context) -> ScenarioResult:
             ),
             uvloop=ctx.uvloop,
         )
-    samples = {LABELS[name]: [_sample(r) for r in side["runs"]] for name, side in result["sides"].items()}
+    samples = {LABELS[name]: runs for name, runs in result.sides.items()}
     return _report(ctx, size, result, samples, orphans)
 
 
@@ -128,7 +105,7 @@ def run_leaving_orphans(main: Callable[[], Awaitable[_T]], *, uvloop: bool) -> t
 
 
 def _report(
-    ctx: Context, size: Size, result: dict[str, Any], samples: dict[str, list[Sample]], orphans: int
+    ctx: Context, size: Size, result: Throttled, samples: dict[str, list[Sample]], orphans: int
 ) -> ScenarioResult:
     ours, theirs = samples[LABELS[FANOUT]], samples[LABELS[ADAPTIVE]]
     table = Table(
@@ -156,7 +133,7 @@ def _report(
             f"{sum(int(s.metrics['collapsed']) for s in runs)}/{len(runs)}",
             cell(runs, "client_cpu_per_k", 2),
         )
-    bucket = float(result.get("bucket_seconds", 0.5))
+    bucket = result.bucket_seconds
     plots = []
     if ctx.plots:
         # One real repetition per side, the median by goodput, rather than an average of curves.
@@ -181,13 +158,13 @@ def _report(
         f"{median(ours, 'waste'):.3f} throttled calls per accepted one, against "
         f"{median(theirs, 'waste'):.3f} for botocore adaptive."
     )
-    burst = result.get("burst", math.nan)
+    burst = result.burst
     description = f"""
 The emulator admits {size.rate:g} InvokeEndpointAsync calls per second (a token bucket of {burst:g} tokens
 that starts full) and answers every other call with a 400 `ThrottlingException`. For {size.duration:g} s per
 side and repetition, 64 workers submit 1 KiB inline requests one after another: through fanout's Dispatcher
 (its default retry policy, adaptive limiter on), and through one aiobotocore client with
-`retries={result.get("adaptive_retries", {})}`. Goodput counts the calls accepted inside the window;
+`retries={result.adaptive_retries}`. Goodput counts the calls accepted inside the window;
 throttled calls are counted by the emulator. The two sides alternate in each repetition, against one
 emulator process.
 """
@@ -199,8 +176,9 @@ emulator process.
         plots=plots,
         headlines=[headline],
         notes=[
-            "Run by `bench_throttled` from `benchmarks/dispatch.py` (the dispatcher's own benchmark), which "
-            "replaces the emulator's faults with the throttle alone: this scenario has no added latency.",
+            "Run by `bench_throttled` (the dispatcher's own benchmark, `python -m benchmarks.dispatch`), "
+            "which replaces the emulator's faults with the throttle alone: this scenario has no added "
+            "latency.",
             '"Collapsed": goodput under half the rate for more than 1 s after the first second. What is '
             f"still retrying when the window closes gets {size.drain:g} s more, then is cancelled.",
             f"The plot shows one repetition per side (the median by goodput), in {bucket:g}-s buckets; "

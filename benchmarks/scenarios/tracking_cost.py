@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-
-from fanout.testing import aws_environment
-
-from .._harness import Sample, ScenarioResult, Table, repeat_sides
+from .._harness import Sample, ScenarioResult, Table, cell, median, repeat_sides
 from . import Context
-from ._cells import cell, median
 from ._fanout import FanoutSettings, fanout_side
 from ._target import isolated, open_target
+from ._tracker import measure_sqs
 from ._workload import json_items
 
 NAME = "tracking_cost"
@@ -77,36 +73,18 @@ def run(ctx: Context) -> ScenarioResult:
     return _report(ctx, size, samples, alone)
 
 
-def _tracker_alone(ctx: Context, size: Size) -> list[Sample] | None:
-    """The SQS tracker on its own, with T's component benchmark (``benchmarks/tracking.py``)."""
-    try:
-        from .. import tracking as component
-    except ImportError:
-        return None
+def _tracker_alone(ctx: Context, size: Size) -> list[Sample]:
+    """The SQS tracker on its own, with its component benchmark (``python -m benchmarks.tracking``)."""
 
     def side() -> Sample:
-        options = {"use_uvloop": True} if ctx.uvloop else {}
-        with open_target(ctx) as target, aws_environment(target.env):
-            env = dict(target.env)
-            drained = anyio.run(component.throughput, env, size.notifications, backend_options=options)
-            paced = anyio.run(
-                component.latency,
-                env,
-                size.notification_rate,
-                size.notification_seconds,
-                backend_options=options,
+        with open_target(ctx) as target:
+            return measure_sqs(
+                dict(target.env),
+                notifications=size.notifications,
+                rate=size.notification_rate,
+                seconds=size.notification_seconds,
+                uvloop=ctx.uvloop,
             )
-        return Sample(
-            metrics={
-                "n": float(size.notifications),
-                "succeeded": float(drained["count"]),
-                "per_s": drained["per_s"],
-                "per_cpu_s": drained["per_cpu_s"],
-                "receive_calls": drained["receive_calls"],
-                "p50_ms": paced["p50_ms"],
-                "p99_ms": paced["p99_ms"],
-            }
-        )
 
     return repeat_sides({"alone": side}, ctx.repeat, progress=ctx.progress)["alone"]
 
@@ -180,7 +158,8 @@ service times of seconds){service}.
     if alone is not None:
         component = Table(
             ["measure", "value"],
-            title="The SQS tracker alone (the tracker's own benchmark, benchmarks/tracking.py, run here)",
+            title="The SQS tracker alone (the tracker's own benchmark, `python -m benchmarks.tracking`, "
+            "run here)",
         )
         component.add(
             f"notifications drained per second ({size.notifications:,} queued)", cell(alone, "per_s", 0)

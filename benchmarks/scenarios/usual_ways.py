@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import anyio
 
-from .._harness import Sample, ScenarioResult, Table, repeat_sides
+from .._harness import Sample, ScenarioResult, Table, cell, ratio, ratio_cell, repeat_sides
 from . import Context
-from ._cells import cell, ratio, ratio_cell
+from ._dispatcher import LABELS as DISPATCH_LABELS, bench_throughput
 from ._fanout import FanoutSettings, fanout_side
 from ._target import Run, isolated, open_target
 from ._usual import UsualSettings, aiobotocore_gather, boto3_thread_pool, sdk_async_predictor
-from ._workload import Target, json_items
+from ._workload import Target, json_items, loop_options
 
 NAME = "usual_ways"
 TITLE = "fanout vs the usual ways"
@@ -63,36 +61,20 @@ def run(ctx: Context) -> ScenarioResult:
 
 def _submit_only(ctx: Context, size: Size) -> dict[str, list[Sample]]:
     """fanout's Dispatcher against the leanest hand-written loop, with the dispatcher's own benchmark."""
-    from .. import dispatch
-
     ctx.progress(f"submit only: {size.submit_count:,} calls, fanout's Dispatcher and a bare aiobotocore loop")
     with open_target(ctx) as target:
-        result: dict[str, Any] = anyio.run(
+        result = anyio.run(
             partial(
-                dispatch.bench_throughput,
+                bench_throughput,
                 dict(target.env),
                 n=size.submit_count,
                 repeat=ctx.repeat,
                 server_pid=target.server_pid,
             ),
             backend="asyncio",
-            backend_options={"use_uvloop": True} if ctx.uvloop else {},
+            backend_options=loop_options(ctx.uvloop),
         )
-    return {
-        side["label"]: [
-            Sample(
-                metrics={
-                    "n": float(r["n"]),
-                    "succeeded": float(r["accepted"]),
-                    "rate": float(r["rate"]),
-                    "client_cpu_per_k": float(r["cpu_per_1000"]),
-                    "server_cpu_per_k": float(r["server_cpu_per_1000"] or math.nan),
-                }
-            )
-            for r in side["runs"]
-        ]
-        for side in result["sides"].values()
-    }
+    return {DISPATCH_LABELS[name]: runs for name, runs in result.sides.items()}
 
 
 def _times(factor: float) -> str:
@@ -188,9 +170,9 @@ control and notifications) and once with `payload=auto` (these small bodies go i
             "gather under a semaphore: what its limits, retries and bookkeeping cost."
         )
         notes.append(
-            "The submit-only table is the dispatcher's own benchmark (`bench_throughput` in "
-            "`benchmarks/dispatch.py`), run here on a fresh emulator: its faults are cleared, so no latency "
-            "is added; the sides alternate within each repetition."
+            "The submit-only table is the dispatcher's own benchmark (`bench_throughput`, as "
+            "`python -m benchmarks.dispatch` runs it), run here on a fresh emulator: its faults are "
+            "cleared, so no latency is added; the sides alternate within each repetition."
         )
     return ScenarioResult(
         name=NAME,

@@ -121,7 +121,7 @@ class Ledger:
             return None
         entry.held = None
         self._held -= 1
-        return self._finish(inference_id, entry, held, now)
+        return self._resolve_entry(inference_id, entry, held, now)
 
     def resolve(self, notification: Notification, now: float) -> Resolution | NoOutcome:
         """The outcome the first time an id completes; otherwise why there is none (``NoOutcome``)."""
@@ -141,7 +141,7 @@ class Ledger:
                 return "held"
             self._counts["duplicates"] += 1
             return "duplicate"
-        return self._finish(inference_id, entry, notification, now)
+        return self._resolve_entry(inference_id, entry, notification, now)
 
     def expire(self, now: float) -> list[Expired]:
         """Every tracked inference whose deadline is at or before ``now``, as Expired, once."""
@@ -212,7 +212,9 @@ class Ledger:
             **self._counts,
         )
 
-    def _finish(self, inference_id: str, entry: _Entry, notification: Notification, now: float) -> Resolution:
+    def _resolve_entry(
+        self, inference_id: str, entry: _Entry, notification: Notification, now: float
+    ) -> Resolution:
         submission = entry.submission
         assert submission is not None
         del self._entries[inference_id]

@@ -36,7 +36,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._config import S3Location, S3Tracking, parse_s3_uri
 from .._exceptions import ConfigError, FanoutError, map_aws_errors
 from .._models import Notification, Submission
-from ._errors import is_not_found, is_transient
+from .._retry import is_not_found, is_transient
 
 __all__ = ["FAILURE_REASON_LIMIT", "S3Source", "read_body"]
 

@@ -32,10 +32,10 @@ from typing import Any, Generic, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-from .._config import SqsTracking
+from .._config import RECEIVE_RETRY, TRACKING_CALL_RETRY, SqsTracking
 from .._exceptions import FanoutError, TrackingError, map_aws_errors
 from .._models import Notification
-from ._errors import call_with_retry, retrying
+from .._retry import call_with_retry
 from ._parse import Ignored, Malformed, parse_message
 
 __all__ = ["Receipt", "SqsSource"]
@@ -63,10 +63,10 @@ class Receipt:
         self.done = False
 
     def delete(self) -> None:
-        self._source._finish(self, delete=True)
+        self._source._dispose(self, delete=True)
 
     def leave(self) -> None:
-        self._source._finish(self, delete=self._source.config.delete_unknown)
+        self._source._dispose(self, delete=self._source.config.delete_unknown)
 
 
 Handler = Callable[[Notification, Receipt], Awaitable[None]]
@@ -179,7 +179,7 @@ class SqsSource:
         """Run-level preflight: ``QueueNotFound`` when the queue does not exist."""
         with map_aws_errors(queue_url=self._url):
             await call_with_retry(
-                retrying(attempts=3),
+                TRACKING_CALL_RETRY,
                 self._client.get_queue_attributes,
                 QueueUrl=self._url,
                 AttributeNames=["VisibilityTimeout"],
@@ -219,12 +219,11 @@ class SqsSource:
 
     async def _receive_loop(self) -> None:
         config = self.config
-        policy = retrying(within=120.0)
         while True:
             try:
                 with map_aws_errors(queue_url=self._url):
                     response = await call_with_retry(
-                        policy,
+                        RECEIVE_RETRY,
                         self._client.receive_message,
                         QueueUrl=self._url,
                         MaxNumberOfMessages=_BATCH,
@@ -266,7 +265,7 @@ class SqsSource:
                 self._holding.pop(receipt.receipt_handle, None)
                 receipt.done = True
 
-    def _finish(self, receipt: Receipt, *, delete: bool) -> None:
+    def _dispose(self, receipt: Receipt, *, delete: bool) -> None:
         if receipt.done:
             return
         receipt.done = True
@@ -285,7 +284,7 @@ class SqsSource:
     async def _delete_batch(self, batch: list[Receipt]) -> None:
         with map_aws_errors(queue_url=self._url):
             response = await call_with_retry(
-                retrying(attempts=5),
+                TRACKING_CALL_RETRY,
                 self._client.delete_message_batch,
                 QueueUrl=self._url,
                 Entries=[{"Id": str(i), "ReceiptHandle": r.receipt_handle} for i, r in enumerate(batch)],
@@ -304,7 +303,7 @@ class SqsSource:
     async def _change_visibility(self, batch: list[Receipt], timeout: int) -> None:
         with map_aws_errors(queue_url=self._url):
             await call_with_retry(
-                retrying(attempts=3),
+                TRACKING_CALL_RETRY,
                 self._client.change_message_visibility_batch,
                 QueueUrl=self._url,
                 Entries=[

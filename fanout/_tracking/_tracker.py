@@ -40,10 +40,10 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._config import HybridTracking, S3Tracking, SqsTracking, Tracking, parse_s3_uri
+from .._config import TRACKING_CALL_RETRY, HybridTracking, S3Tracking, SqsTracking, Tracking, parse_s3_uri
 from .._exceptions import ConfigError, FanoutError, map_aws_errors, unwrap_task_errors
 from .._models import Failed, Notification, Outcome, Submission, Succeeded
-from ._errors import call_with_retry, retrying
+from .._retry import call_with_retry
 from ._ledger import DEFAULT_REMEMBER, Ledger, Resolution
 from ._s3 import S3Source, read_body
 from ._sqs import Receipt, SqsSource
@@ -92,7 +92,7 @@ class Tracker:
         fetch: bool,
         fetch_concurrency: int,
         max_pending: int,
-        clock: Callable[[], float],
+        clock: Callable[[], float] = time.time,
         remember: int = DEFAULT_REMEMBER,
     ) -> None:
         sqs_config: SqsTracking | None
@@ -296,7 +296,7 @@ class Tracker:
 
         try:
             with map_aws_errors(bucket=location.bucket):
-                body, content_type = await call_with_retry(retrying(attempts=4), get)
+                body, content_type = await call_with_retry(TRACKING_CALL_RETRY, get)
         except FanoutError:
             raise
         except Exception as exc:

@@ -11,8 +11,9 @@ import anyio.lowlevel
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from fanout._aws import runtime_client_config
 from fanout._config import Limits, RetryPolicy, Staging
-from fanout._dispatch import Dispatcher, runtime_client_config
+from fanout._dispatch import Dispatcher
 from fanout._exceptions import BucketNotFound, ConfigError, EndpointNotFound, ServiceUnreachable
 from fanout._models import InferenceRequest, Rejected, Submission
 
@@ -116,15 +117,18 @@ def make(runtime: Any, **kwargs: Any) -> Dispatcher:
     return Dispatcher(endpoint_name="ep", runtime=runtime, **kwargs)
 
 
-async def collect(
-    dispatcher: Dispatcher, source: Any, *, complete: bool = True
-) -> list[Submission | Rejected]:
+def give_back(dispatcher: Dispatcher) -> None:
+    """What the dispatcher's caller does once it has handed a result over: release its token."""
+    dispatcher.release(Rejected(reason="any result"))
+
+
+async def collect(dispatcher: Dispatcher, source: Any, *, give: bool = True) -> list[Submission | Rejected]:
     results: list[Submission | Rejected] = []
     async with dispatcher.submit_all(source) as outcomes:
         async for outcome in outcomes:
             results.append(outcome)
-            if complete and isinstance(outcome, Submission):
-                await dispatcher.complete(outcome)
+            if give:
+                give_back(dispatcher)
     return results
 
 
@@ -150,7 +154,7 @@ async def test_limits_are_never_exceeded() -> None:
             async def finish_later(submission: Submission) -> None:
                 await anyio.sleep(0.003)
                 unfinished.remove(submission)
-                await dispatcher.complete(submission)
+                give_back(dispatcher)
 
             tg.start_soon(finish_later, outcome)
     assert accepted == 120
@@ -173,7 +177,7 @@ async def test_cancellation_mid_run_leaks_nothing() -> None:
         async with dispatcher.submit_all(requests(10_000)) as outcomes:
             async for outcome in outcomes:
                 assert isinstance(outcome, Submission)
-                await dispatcher.complete(outcome)
+                give_back(dispatcher)
                 seen += 1
                 if seen == 20:
                     break
@@ -286,6 +290,8 @@ async def test_retries_stop_after_the_policy_attempts() -> None:
     result = await dispatcher.submit(InferenceRequest(body=b"1", id="a"))
     assert isinstance(result, Rejected)
     assert result.attempts == 3 and "InternalFailure: boom" in result.reason
+    assert dispatcher.statistics().pending == 1  # a result holds its token until it is given back
+    give_back(dispatcher)
     assert dispatcher.statistics().pending == 0
 
 
@@ -306,7 +312,11 @@ async def test_expect_is_called_before_the_invoke() -> None:
     runtime = FakeRuntime()
     runtime.on_call = check
     now = 1_000.0
-    dispatcher = make(runtime, expect=registered.__setitem__, grace_period=5.0, clock=lambda: now)
+
+    async def expect(inference_id: str, deadline: float) -> None:
+        registered[inference_id] = deadline
+
+    dispatcher = make(runtime, expect=expect, grace_period=5.0, clock=lambda: now)
     result = await dispatcher.submit(
         InferenceRequest(body=b"1", request_ttl_seconds=60, invocation_timeout_seconds=10)
     )
@@ -341,7 +351,7 @@ async def test_lazy_consumption_of_a_huge_generator() -> None:
     async with dispatcher.submit_all(huge()) as outcomes:
         async for outcome in outcomes:
             assert isinstance(outcome, Submission)
-            await dispatcher.complete(outcome)
+            give_back(dispatcher)
             taken += 1
             if taken == 100:
                 break
@@ -401,7 +411,7 @@ async def test_s3_staging_under_auto() -> None:
                 InferenceRequest(body=large, id="large"),
                 InferenceRequest(input_location="s3://mine/in.json", id="given"),
             ],
-            complete=False,
+            give=False,
         )
     }
     inline, staged, given = results["small"], results["large"], results["given"]
@@ -419,8 +429,8 @@ async def test_s3_staging_under_auto() -> None:
     assert "Body" not in sent[staged.inference_id]
     assert sent[inline.inference_id]["Body"] == small
     for submission in (inline, staged, given):
-        await dispatcher.complete(submission)
-    await dispatcher.complete(staged)  # idempotent
+        give_back(dispatcher)
+        await dispatcher.delete_staged(submission)
     assert s3.deleted == [("staging", put["Key"])]
     stats = dispatcher.statistics()
     assert (stats.pending, stats.inline, stats.s3, stats.staged) == (0, 1, 2, 1)
@@ -487,7 +497,7 @@ def test_runtime_client_config_turns_botocore_retries_off() -> None:
 async def test_the_run_ends_while_every_pending_token_is_held() -> None:
     dispatcher = make(FakeRuntime(), limits=Limits(max_in_flight=2, max_pending=3))
     with anyio.fail_after(2):
-        results = await collect(dispatcher, requests(3), complete=False)
+        results = await collect(dispatcher, requests(3), give=False)
     assert len(results) == 3 and dispatcher.statistics().pending == 3
 
 
@@ -543,7 +553,7 @@ async def test_at_most_once_tracks_a_lost_answer_in_doubt_instead_of_sending_it_
     assert (result.output_location, result.deadline, result.attempts) == (None, now + 42.0, 1)
     stats = dispatcher.statistics()
     assert (stats.resends, stats.in_doubt, stats.accepted, stats.pending) == (0, 1, 0, 1)
-    await dispatcher.complete(result)  # it holds a max_pending token like an accepted one
+    give_back(dispatcher)  # it holds a max_pending token like an accepted one
     assert dispatcher.statistics().pending == 0
 
 

@@ -1,8 +1,8 @@
-"""The benchmark suite runs end to end at its smallest size and writes its report.
+"""The benchmark suite, and the standalone benchmarks, run end to end at their smallest size and report.
 
-One subprocess, exactly as a user runs it (``python -m benchmarks``), against
-emulators on 127.0.0.1. Only completion and the report's shape are asserted,
-never a timing.
+Subprocesses, exactly as a user runs them (``python -m benchmarks``, ``python -m
+benchmarks.memory`` ...), against emulators on 127.0.0.1. Only completion and the
+report's shape are asserted, never a timing.
 """
 
 from __future__ import annotations
@@ -73,3 +73,36 @@ def test_results_are_checked_against_each_request(results: Path) -> None:
 def test_plots_are_written(results: Path) -> None:
     for name in PLOTS:
         assert (results / name).stat().st_size > 0, name
+
+
+STANDALONE = {
+    "memory": (["--lines", "200"], "# Memory of fanout run"),
+    "tracking": (
+        ["--notifications", "100", "--requests", "10", "--rate", "100", "--seconds", "0.2"],
+        "# Tracking benchmark",
+    ),
+    # Exits 1 when a rate is under its target, which a size this small may be.
+    "emulator": (["--repetitions", "1", "--invokes", "50", "--messages", "100"], "# Emulator throughput"),
+}
+
+
+@pytest.mark.parametrize("name", list(STANDALONE))
+def test_standalone_benchmark_reports(name: str, tmp_path: Path) -> None:
+    arguments, title = STANDALONE[name]
+    out = tmp_path / f"{name}.md"
+    command = [sys.executable, "-m", f"benchmarks.{name}", *arguments, "--no-pin", "--out", str(out)]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in ((0, 1) if name == "emulator" else (0,)), done.stderr[-4000:]
+    assert out.read_text(encoding="utf-8").startswith(title)
+    data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert data["command"].startswith(f"python -m benchmarks.{name} ")
+    if name == "memory":
+        assert (data["output_lines"], data["exit_code"]) == (200, 0)

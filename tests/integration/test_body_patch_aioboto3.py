@@ -85,8 +85,8 @@ async def test_fanout_scores_through_an_aioboto3_session(monkeypatch: pytest.Mon
             tracking=fanout.SqsTracking(queue_url=emu.env["FANOUT_QUEUE_URL"], wait_time_seconds=1),
             staging=fanout.Staging(location=emu.env["FANOUT_STAGING"]),
             session=aioboto3.Session(),
-        ) as client:
-            outcomes = {outcome.id: outcome async for outcome in client.map([small, large])}
+        ) as client, client.map([small, large]) as stream:
+            outcomes = {outcome.id: outcome async for outcome in stream}
     for request in (small, large):
         outcome = outcomes[request.id]
         assert isinstance(outcome, fanout.Succeeded), outcome

@@ -322,7 +322,7 @@ def test_bad_lines_become_rejected_records(emulator: dict[str, str], tmp_path: P
         ((), {"FANOUT_ENDPOINT": None}, "no endpoint: pass --endpoint NAME or set FANOUT_ENDPOINT"),
         ((), {"FANOUT_QUEUE_URL": None}, "--tracker sqs needs --queue-url"),
         (("--request-ttl", "5"), {}, "must be between 60 and 21600 seconds"),
-        (("--payload", "s3"), {"FANOUT_STAGING": None}, "--payload s3 needs --staging"),
+        (("--payload", "s3"), {"FANOUT_STAGING": None}, "--payload s3 needs a staging location"),
         (("--journal", "{tmp}/j.db", "-o", "-"), {}, "--journal needs an output file"),
         (("-o", "{tmp}/in.jsonl"), {}, "-o/--output and the input are the same file"),
         (("--journal", "{tmp}/out.jsonl"), {}, "are the same file"),

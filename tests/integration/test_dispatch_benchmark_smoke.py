@@ -38,16 +38,14 @@ async def test_both_parts_complete_and_report(dispatch: ModuleType) -> None:
             counters = emu.stats()
     assert counters["faults"]["throttled"] > 0
     for side in ("fanout", "bare"):
-        (run,) = throughput["sides"][side]["runs"]
-        assert (run["accepted"], run["failed"]) == (40, 0)
-    assert len(throughput["ratio_rate_runs"]) == 1
+        (run,) = throughput.sides[side]
+        assert (run.metrics["succeeded"], run.metrics["failed"]) == (40, 0)
+    assert throughput.ratio_rate.n == 1
     for side in ("fanout", "adaptive"):
-        (run,) = throttled["sides"][side]["runs"]
-        assert len(run["series"]) == 2
-        assert run["accepted"] >= run["accepted_in_window"]
-    report = dispatch.render_markdown(
-        throughput, throttled, command="smoke", info=dispatch.environment_info()
-    )
+        (run,) = throttled.sides[side]
+        assert len(run.series["goodput"]) == 2
+        assert run.metrics["accepted"] >= run.metrics["accepted_in_window"]
+    report = dispatch.render_markdown(throughput, throttled, command="smoke")
     for heading in ("## (a) Throughput", "**ratio fanout / bare**", "## (b) Throttled", "Goodput over time"):
         assert heading in report
 

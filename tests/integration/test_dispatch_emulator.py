@@ -12,8 +12,8 @@ import anyio
 import pytest
 from aiobotocore.session import get_session
 
+from fanout import Dispatcher, open_runtime_client
 from fanout._config import Limits, RetryPolicy, Staging, parse_s3_uri
-from fanout._dispatch import Dispatcher, open_runtime_client
 from fanout._exceptions import BucketNotFound, EndpointNotFound
 from fanout._models import InferenceRequest, Submission
 from fanout.testing import FaultConfig, NotificationFaults, ThrottleConfig, default_config, open_emulator
@@ -67,7 +67,7 @@ async def test_inline_and_staged_payloads_arrive_byte_identical(emulator: Any) -
                 assert isinstance(outcome, Submission), outcome
                 assert outcome.id is not None
                 submissions[outcome.id] = outcome
-                await dispatcher.complete(outcome)
+                dispatcher.release(outcome)
         assert {k: s.route for k, s in submissions.items()} == {
             "tiny": "inline",
             "at-limit": "inline",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fanout import ConfigError, HybridTracking, S3Tracking, SqsTracking
-from fanout._batch import BatchOptions, BatchResult
+from fanout import ConfigError, HybridTracking, Limits, S3Tracking, SqsTracking
 from fanout._cli import (
+    CLI_NAMES,
     EXIT_ABORTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -22,13 +22,14 @@ from fanout._cli import (
     render_summary,
     summary_dict,
 )
-from fanout._runner import RunReport
+from fanout._models import RunReport
+from fanout._run_command import RunOptions, RunResult
 
 QUEUE = "http://127.0.0.1:9/123456789012/q"
 ENV = {"FANOUT_ENDPOINT": "ep-1", "FANOUT_QUEUE_URL": QUEUE, "FANOUT_STAGING": "s3://stage-bucket/in"}
 
 
-def _options(*args: str, env: dict[str, str] | None = None) -> BatchOptions:
+def _options(*args: str, env: dict[str, str] | None = None) -> RunOptions:
     parsed = build_parser().parse_args(["run", "-", "-o", "-", *args])
     return parse_run_options(parsed, ENV if env is None else env)
 
@@ -103,16 +104,25 @@ def test_s3_tracking_needs_no_queue_and_inline_needs_no_staging() -> None:
         ((), {"FANOUT_ENDPOINT": "ep"}, "--tracker sqs needs --queue-url"),
         (("--tracker", "hybrid"), {"FANOUT_ENDPOINT": "ep"}, "--tracker hybrid needs --queue-url"),
         (("--payload", "s3"), {"FANOUT_ENDPOINT": "ep", "FANOUT_QUEUE_URL": QUEUE}, "--payload s3 needs"),
-        (("--endpoint", "bad_name!"), ENV, "endpoint_name must be"),
-        (("--staging", "not-a-uri"), ENV, "staging location must look like s3://"),
+        (("--endpoint", "bad_name!"), ENV, "--endpoint must be 1-63 letters"),
+        (("--staging", "not-a-uri"), ENV, "--staging must look like s3://"),
         (("--content-type", "tëxt"), ENV, "--content-type must be"),
+        (("--payload", "s3", "--staging", "s3://b/"), ENV, "--staging 's3://b/' has an invalid bucket name"),
     ],
 )
-def test_configuration_problems_are_config_errors(
+def test_configuration_problems_are_config_errors_that_name_the_flag(
     args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as caught:
         _options(*args, env=env)
+    assert message in caught.value.naming(CLI_NAMES)
+
+
+def test_the_library_names_the_parameter_where_the_cli_names_the_flag() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Limits(max_in_flight=0)
+    assert str(caught.value) == "max_in_flight must be an integer of 1 or more, got 0"
+    assert caught.value.naming(CLI_NAMES) == "--max-in-flight must be an integer of 1 or more, got 0"
 
 
 @pytest.mark.parametrize(
@@ -138,7 +148,7 @@ def test_a_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "does not exist" in capsys.readouterr().err
 
 
-def _result(statuses: dict[str, int], *, stopped: bool = False, earlier: int = 0) -> BatchResult:
+def _result(statuses: dict[str, int], *, stopped: bool = False, earlier: int = 0) -> RunResult:
     report = RunReport(
         succeeded=statuses.get("succeeded", 0),
         failed=statuses.get("failed", 0),
@@ -152,7 +162,7 @@ def _result(statuses: dict[str, int], *, stopped: bool = False, earlier: int = 0
         api_calls={"sagemaker-runtime.InvokeEndpointAsync": 6, "s3.PutObject": 1},
         elapsed=2.0,
     )
-    return BatchResult(report=report, stopped=stopped, statuses=statuses, earlier=earlier, resumed=0)
+    return RunResult(report=report, stopped=stopped, statuses=statuses, earlier=earlier, resumed=0)
 
 
 def test_exit_codes() -> None:

@@ -64,7 +64,7 @@ def test_parse_s3_uri_and_join() -> None:
 
 def test_staging_validates_location_and_owner() -> None:
     assert Staging(location="s3://fanout-staging/inputs").s3.bucket == "fanout-staging"
-    with pytest.raises(ConfigError, match="staging location"):
+    with pytest.raises(ConfigError, match="staging must look like s3:"):
         Staging(location="/tmp/inputs")
     with pytest.raises(ConfigError, match="expected_bucket_owner"):
         Staging(location="s3://fanout-staging/inputs", expected_bucket_owner="me")

@@ -1,29 +1,31 @@
-"""The engine of ``fanout run``: JSONL lines in, the client, the journal, JSONL lines out.
+"""The engine of ``fanout run``: JSONL lines in, the public client, the journal, JSONL lines out.
 
-No user interface here (that is ``_cli``). Three tasks share one task group:
+No user interface here (that is ``_cli``). Inside ``RunCommand.run`` these tasks share one task
+group:
 
-* the *reader* turns input lines into requests, lazily, as the dispatcher asks
-  for them (so memory does not grow with the input): it skips what the journal
-  says is done or already sent, claims each new line's ``id`` in the journal
-  (a duplicate is a per-line rejection), and sends unparseable lines straight
-  to the writer;
-* the *consumer* reads the client's outcome stream;
-* the *writer* batches outcomes, records them in the journal and appends their
-  lines to the output, exactly once (see ``_journal``), and only then acknowledges
-  them, so a notification leaves the SQS queue only once its line is durable.
+* the *reader* turns input lines into requests, lazily, as the dispatcher asks for them (so
+  memory does not grow with the input): it skips what the journal says is done or accepted, claims
+  each new line's ``id`` in the journal (a duplicate is a per-line rejection), and sends lines
+  that cannot be requests straight to the writer;
+* two *consumers*: the outcomes of ``client.map`` (this run's requests), and of
+  ``client.as_completed`` (the requests an earlier run left accepted, followed with
+  ``client.track``);
+* the *writer* batches outcomes, records them in the journal and appends their lines to the
+  output, exactly once (see ``_journal``), and only then acknowledges them, so a notification
+  leaves the SQS queue only once its line is durable;
+* the journal's *flusher* (``JournalWorker.run``): every SQLite call runs in a worker thread, and
+  the SENDING marks of concurrent sends share one commit.
 
-Nothing is written before the start-up checks pass: the paths are distinct files
-(checked first), the journal is locked, the client checked region, credentials,
-queue and staging bucket, and the endpoint proved to exist by accepting a request
-(or nothing needed sending). Until then the writer holds the outcomes back, and a
-configuration error leaves an earlier output untouched.
+Nothing is written before the start-up checks pass: the paths are distinct files (checked
+first), the journal is locked, the client checked region, credentials, queue and staging bucket,
+and the endpoint proved to exist by accepting a request (or nothing needed sending). Until then
+the writer holds the outcomes back, and a configuration error leaves an earlier output untouched.
 
-**Requests in doubt** (sent, but no 202 was recorded: a run killed mid-send, or a
-connection lost after sending) are sent again under the same inference id by
-default: exactly-once output, at-least-once processing. With ``at_most_once`` they
-are tracked instead, for ``RetryPolicy.in_doubt_wait`` seconds (on resume with SQS,
-at least the visibility timeout plus a long poll, since a killed run's receives hide
-messages that long), then reported ``expired``.
+**Requests in doubt** (sent, but no 202 was recorded: a run killed mid-send, or a connection lost
+after sending) are sent again under the same inference id by default: exactly-once output,
+at-least-once processing. With ``at_most_once`` they are tracked instead, for
+``RetryPolicy.in_doubt_wait`` seconds (on resume with SQS, at least the visibility timeout plus a
+long poll, since a killed run's receives hide messages that long), then reported ``expired``.
 
 Without ``--journal`` a temporary journal still finds duplicate ids, on disk.
 """
@@ -35,14 +37,16 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
 
 import anyio
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._client import Client, open_client
 from ._config import (
     DEFAULT_LIMITS,
     DEFAULT_RETRY,
@@ -56,14 +60,23 @@ from ._config import (
     Tracking,
 )
 from ._exceptions import ConfigError, CredentialsError, EndpointNotFound, JournalError, unwrap_task_errors
-from ._journal import ACCEPTED, DONE, READ, SENDING, Journal, JournalRow, Outstanding
+from ._journal import ACCEPTED, DONE, SENDING, Claim, Journal, JournalRow, JournalWorker, Outstanding
 from ._jsonl import LineDefaults, format_outcome, parse_line
-from ._models import IN_DOUBT_REASON, Expired, InferenceRequest, Outcome, Rejected, Route, Submission
+from ._models import (
+    IN_DOUBT_REASON,
+    Expired,
+    InferenceRequest,
+    Outcome,
+    Rejected,
+    Route,
+    RunReport,
+    Submission,
+)
 from ._paths import check_distinct
 from ._payload import Invalid, choose_route
-from ._runner import Client, ReportBuilder, RunReport, _open
+from ._report import ReportBuilder
 
-__all__ = ["Batch", "BatchOptions", "BatchResult", "Progress", "count_lines"]
+__all__ = ["RunCommand", "RunOptions", "RunProgress", "RunResult", "count_lines"]
 
 _CHUNK_LINES = 256
 _CHUNK_BYTES = 1 << 20
@@ -75,9 +88,12 @@ _HOLD_BEFORE_READY = 10_000
 """Outcomes held back before the endpoint proved to exist; past this many, the output is opened."""
 _FLOOR_MARGIN = 5.0
 
+_Located = tuple[int, int, Outcome]
+"""An outcome with its input line number and the line's crc32."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BatchOptions:
+class RunOptions:
     """Everything ``fanout run`` was asked to do."""
 
     input: str
@@ -96,7 +112,7 @@ class BatchOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Progress:
+class RunProgress:
     """A snapshot for the progress display."""
 
     read: int
@@ -116,7 +132,7 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BatchResult:
+class RunResult:
     report: RunReport
     """This run's outcomes."""
     stopped: bool
@@ -132,10 +148,10 @@ class BatchResult:
     """Set when ``in_doubt_wait`` was raised above the asked value, to this minimum."""
 
 
-class Batch:
-    """One ``fanout run``. ``await batch.run(stop=event)``; ``batch.progress()`` meanwhile."""
+class RunCommand:
+    """One ``fanout run``. ``await command.run(stop=event)``; ``command.progress()`` meanwhile."""
 
-    def __init__(self, options: BatchOptions, *, session: Any = None) -> None:
+    def __init__(self, options: RunOptions, *, session: Any = None) -> None:
         if options.journal is not None and options.output == "-":
             raise ConfigError(
                 "--journal needs an output file, not standard output: on resume it repairs the "
@@ -158,6 +174,8 @@ class Batch:
         self._in_doubt_awaited = 0
         self._ready = anyio.Event()
         """Set once nothing stands in the way of writing the output (see the module docstring)."""
+        self._read_all = False
+        self._writer_done = anyio.Event()
         self._read = 0
         self._submitted = 0
         self._earlier = 0
@@ -168,58 +186,51 @@ class Batch:
 
     # -- public --------------------------------------------------------------------------------------
 
-    def progress(self) -> Progress:
+    def progress(self) -> RunProgress:
         client = self._client
-        if client is None:
-            return Progress(
-                read=self._read,
-                submitted=self._submitted,
-                accepted=0,
-                completed={},
-                throttles=0,
-                current_limit=self.options.limits.max_in_flight,
-                outstanding=0,
-                earlier=self._earlier,
-            )
-        stats = client.statistics()
-        completed = dict(stats.completed)
+        limits = self.options.limits
+        stats = client.statistics() if client is not None else None
+        completed = dict(stats.completed) if stats is not None else {}
         if self._parse_rejected:
             completed["rejected"] = completed.get("rejected", 0) + self._parse_rejected
-        return Progress(
+        return RunProgress(
             read=self._read,
             submitted=self._submitted,
-            accepted=stats.dispatcher.accepted,
+            accepted=stats.dispatcher.accepted if stats is not None else 0,
             completed=completed,
-            throttles=stats.dispatcher.throttles,
-            current_limit=stats.dispatcher.current_limit,
-            outstanding=stats.outstanding,
+            throttles=stats.dispatcher.throttles if stats is not None else 0,
+            current_limit=stats.dispatcher.current_limit if stats is not None else limits.max_in_flight,
+            outstanding=stats.outstanding if stats is not None else 0,
             earlier=self._earlier,
-            resends=stats.dispatcher.resends + len(self._resent),
+            resends=(stats.dispatcher.resends if stats is not None else 0) + len(self._resent),
             in_doubt=len(self._awaiting),
             in_doubt_until=max(self._awaiting.values(), default=None),
         )
 
-    async def run(self, *, stop: anyio.Event | None = None) -> BatchResult:
+    async def run(self, *, stop: anyio.Event | None = None) -> RunResult:
         """Run to the end, or until ``stop`` is set: then stop reading, let the invokes on the wire
         finish, and (with a journal) leave the accepted ones to the next run; without one, wait for
         their outcomes."""
         stop = stop if stop is not None else anyio.Event()
         options = self.options
         self._check_output_writable()
-        journal = self._open_journal()
-        output = _Output(options.output, journal)
+        journal = await anyio.to_thread.run_sync(self._open_journal)
+        worker = JournalWorker(journal)
+        output = _Output(options.output, worker)
         failure: BaseException | None = None
         try:
             with output, self._open_input() as source:
                 if journal.resumed:
                     # An earlier run's output: checked and repaired before anything else happens.
-                    output.open()
-                earlier = journal.statuses() if journal.resumed else {}
+                    await output.open()
+                earlier = await worker.call(journal.statuses) if journal.resumed else {}
                 self._earlier = sum(earlier.values())
                 tracking = self._tracking(journal.resumed)
-                resumed = self._resume(journal.outstanding() if journal.resumed else (), tracking)
-                observer = _JournalObserver(journal, self)
-                async with _open(
+                outstanding: list[Outstanding] = (
+                    await worker.call(list, journal.outstanding()) if journal.resumed else []
+                )
+                resumed = self._resume(outstanding, tracking)
+                async with open_client(
                     endpoint_name=options.endpoint_name,
                     tracking=tracking,
                     limits=options.limits,
@@ -228,18 +239,19 @@ class Batch:
                     staging=options.staging,
                     fetch=options.fetch,
                     session=self._session,
-                    observer=observer,
+                    observer=_JournalObserver(worker, self),
                     acknowledge="manual",
                 ) as client:
                     self._client = client
-                    report = ReportBuilder(client)
-                    stopped = await self._pump(client, journal, output, source, resumed, report, stop)
+                    report = ReportBuilder(client.statistics)
+                    stopped = await self._pump(client, worker, output, source, resumed, report, stop)
                     report.extra_resends = len(self._resent)
                     result = report.build()
+                await worker.flush()
             statuses = dict(earlier)
             for status, count in result.by_status.items():
                 statuses[status] = statuses.get(status, 0) + count
-            return BatchResult(
+            return RunResult(
                 report=result,
                 stopped=stopped,
                 statuses={status: count for status, count in statuses.items() if count},
@@ -252,12 +264,16 @@ class Batch:
             failure = exc
             raise
         finally:
+            with anyio.CancelScope(shield=True):
+                await worker.flush()
             discard = failure is not None and self._nothing_sent(journal, output, failure)
             journal.close()
             if discard and options.journal is not None:
                 # A journal this run created for a run that sent nothing (say, a mistyped endpoint)
                 # would only stand in the way of the corrected command: its fingerprint differs.
                 Journal.remove(options.journal)
+
+    # -- opening ---------------------------------------------------------------------------------
 
     def _nothing_sent(self, journal: Journal, output: _Output, failure: BaseException) -> bool:
         """Whether this run created the journal and nothing it records can have reached the endpoint."""
@@ -267,8 +283,6 @@ class Batch:
             return True  # whatever was on the wire was refused like the request that said so
         rows = journal.statistics()
         return not rows.sending and not rows.accepted
-
-    # -- opening ---------------------------------------------------------------------------------
 
     def _open_journal(self) -> Journal:
         options = self.options
@@ -305,7 +319,7 @@ class Batch:
         with source:
             yield source
 
-    def _resume(self, outstanding: Iterable[Outstanding], tracking: Tracking) -> list[Submission]:
+    def _resume(self, outstanding: Sequence[Outstanding], tracking: Tracking) -> list[Submission]:
         """The submissions of an earlier run to track again.
 
         Requests in doubt are sent again when their line is read, unless ``at_most_once``: then
@@ -347,56 +361,72 @@ class Batch:
             )
         return tracking
 
-    # -- the three tasks ---------------------------------------------------------------------------
+    # -- the tasks -------------------------------------------------------------------------------
 
     async def _pump(
         self,
         client: Client,
-        journal: Journal,
+        worker: JournalWorker,
         output: _Output,
         source: BinaryIO,
         resumed: list[Submission],
         report: ReportBuilder,
         stop: anyio.Event,
     ) -> bool:
-        send, receive = anyio.create_memory_object_stream[tuple[int, int, Outcome]](_WRITE_BATCH)
-        fed = anyio.Event()
-        watcher = anyio.CancelScope()
+        send, receive = anyio.create_memory_object_stream[_Located](_WRITE_BATCH)
+        handles = [client.track(submission) for submission in resumed]
+        consuming = [anyio.CancelScope(), anyio.CancelScope()]
 
-        async def leave_when_fed(consuming: anyio.CancelScope) -> None:
+        async def follow_resumed(send: MemoryObjectSendStream[_Located]) -> None:
+            with consuming[1]:
+                async with send:
+                    await self._consume(client.as_completed(handles), send)
+
+        async def leave_when_sent() -> None:
             # With a journal a stop does not wait for outcomes: once nothing is on the wire, leave.
             # First write down the outcomes already received, so the next run need not wait for
             # their notifications to become visible again.
-            with watcher:
-                await stop.wait()
-                await fed.wait()
-                with anyio.move_on_after(_STOP_DRAIN_SECONDS):
-                    seen = -1
-                    while seen != self._consumed or client.statistics().tracker.buffered:
-                        seen = self._consumed
-                        await anyio.sleep(_STOP_QUIET_SECONDS)
-                consuming.cancel()
+            await stop.wait()
+            while not self._read_all or client.statistics().dispatcher.submitting:
+                await anyio.sleep(0.05)
+            with anyio.move_on_after(_STOP_DRAIN_SECONDS):
+                seen = -1
+                while seen != self._consumed or client.statistics().tracker.buffered:
+                    seen = self._consumed
+                    await anyio.sleep(_STOP_QUIET_SECONDS)
+            for scope in consuming:
+                scope.cancel()
 
         with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, client, journal, output, receive, report)
+                tg.start_soon(worker.run)
+                tg.start_soon(self._writer, client, worker, output, receive, report)
                 try:
-                    with anyio.CancelScope() as consuming:
+                    async with send:
                         if self.options.journal is not None:
-                            tg.start_soon(leave_when_fed, consuming)
-                        requests = self._requests(journal, source, send, stop)
-                        async with aclosing(client._map(requests, resume=resumed, fed=fed)) as outcomes:
-                            async for outcome in outcomes:
-                                self._consumed += 1
-                                located = self._locate(outcome)
-                                await send.send((*located, self._explain(outcome)))
+                            tg.start_soon(leave_when_sent)
+                        tg.start_soon(follow_resumed, send.clone())
+                        with consuming[0]:
+                            requests = self._requests(worker, source, send, stop)
+                            async with client.map(requests) as outcomes:
+                                await self._consume(outcomes, send)
                     # Finished (or stopped) without a run-level error: what waits may be written.
                     self._ready.set()
-                finally:
-                    watcher.cancel()
-                    # The writer drains what is queued, then ends.
-                    send.close()
+                except BaseException:
+                    for scope in consuming:
+                        scope.cancel()
+                    raise
+                # The writer drains what is queued, then ends; the flusher is not needed after.
+                await self._writer_done.wait()
+                tg.cancel_scope.cancel()
         return stop.is_set()
+
+    async def _consume(
+        self, outcomes: AsyncIterator[Outcome], send: MemoryObjectSendStream[_Located]
+    ) -> None:
+        async for outcome in outcomes:
+            self._consumed += 1
+            await send.send((*self._locate(outcome), self._explain(outcome)))
 
     def _explain(self, outcome: Outcome) -> Outcome:
         """Word an in-doubt expiry in the terms of the command line."""
@@ -430,32 +460,43 @@ class Batch:
 
     async def _requests(
         self,
-        journal: Journal,
+        worker: JournalWorker,
         source: BinaryIO,
-        rejected: MemoryObjectSendStream[tuple[int, int, Outcome]],
+        rejected: MemoryObjectSendStream[_Located],
+        stop: anyio.Event,
+    ) -> AsyncIterator[InferenceRequest]:
+        try:
+            async for request in self._read_requests(worker, source, rejected, stop):
+                yield request
+        finally:
+            self._read_all = True
+
+    async def _read_requests(
+        self,
+        worker: JournalWorker,
+        source: BinaryIO,
+        rejected: MemoryObjectSendStream[_Located],
         stop: anyio.Event,
     ) -> AsyncIterator[InferenceRequest]:
         options = self.options
+        journal = worker.journal
         resend_in_doubt = not options.retry.at_most_once
-        rows = journal.rows()
-        row: JournalRow | None = next(rows, None)
+        known_rows = _KnownRows(worker)
         number = 0
         while not stop.is_set():
             chunk = await anyio.to_thread.run_sync(_read_chunk, source, abandon_on_cancel=True)
             if not chunk:
                 return
+            ready: list[tuple[int, int, InferenceRequest | Rejected]] = []
+            claims: list[Claim] = []
             for raw in chunk:
                 number += 1
-                if stop.is_set():
-                    return
                 raw = raw.rstrip(b"\r\n")
                 if not raw.strip():
                     continue
                 self._read += 1
                 crc = zlib.crc32(raw)
-                while row is not None and row.line < number:
-                    row = next(rows, None)
-                known = row if row is not None and row.line == number else None
+                known = await known_rows.at(number)
                 if known is not None:
                     if known.crc != crc:
                         raise JournalError(
@@ -466,38 +507,45 @@ class Batch:
                         continue
                 parsed = parse_line(raw, number, options.defaults, now=time.time())
                 if isinstance(parsed, Rejected):
-                    self._parse_rejected += 1
-                    await rejected.send((number, crc, parsed))
+                    ready.append((number, crc, parsed))
                     continue
                 assert parsed.id is not None
-                if known is not None and known.state in (READ, SENDING) and known.inference_id is not None:
+                if known is not None and known.inference_id is not None:
                     inference_id = known.inference_id
                     if known.state == SENDING:
                         # In doubt: sent again under the same id, which the endpoint may run twice.
                         self._resent.add(inference_id)
                 else:
                     inference_id = parsed.inference_id or str(uuid.uuid4())
-                    conflict = journal.claim(
-                        line=number,
-                        crc=crc,
-                        id=parsed.id,
-                        inference_id=inference_id,
-                        route=self._expected_route(parsed),
+                    route = self._expected_route(parsed)
+                    claims.append(Claim(number, crc, parsed.id, inference_id, route))
+                ready.append((number, crc, replace(parsed, inference_id=inference_id)))
+            conflicts = dict(
+                zip(
+                    (claim.line for claim in claims),
+                    await worker.call(journal.claim_many, claims) if claims else [],
+                    strict=True,
+                )
+            )
+            for line, crc, item in ready:
+                if isinstance(item, InferenceRequest) and conflicts.get(line) is not None:
+                    item = Rejected(
+                        reason=f"line {line}: {conflicts[line]}",
+                        id=item.id,
+                        inference_id=None,
+                        line=line,
+                        completed_at=time.time(),
                     )
-                    if conflict is not None:
-                        self._parse_rejected += 1
-                        duplicate = Rejected(
-                            reason=f"line {number}: {conflict}",
-                            id=parsed.id,
-                            inference_id=parsed.inference_id,
-                            line=number,
-                            completed_at=time.time(),
-                        )
-                        await rejected.send((number, crc, duplicate))
-                        continue
-                self._lines[parsed.id] = (number, crc)
+                if isinstance(item, Rejected):
+                    self._parse_rejected += 1
+                    await rejected.send((line, crc, item))
+                    continue
+                assert item.id is not None
+                self._lines[item.id] = (line, crc)
                 self._submitted += 1
-                yield replace(parsed, inference_id=inference_id)
+                yield item
+                if stop.is_set():
+                    return
 
     def _expected_route(self, request: InferenceRequest) -> Route | None:
         if request.body is None:
@@ -510,69 +558,100 @@ class Batch:
     async def _writer(
         self,
         client: Client,
-        journal: Journal,
+        worker: JournalWorker,
         output: _Output,
-        receive: MemoryObjectReceiveStream[tuple[int, int, Outcome]],
+        receive: MemoryObjectReceiveStream[_Located],
         report: ReportBuilder,
     ) -> None:
-        held: list[tuple[int, int, Outcome]] = []
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < _WRITE_BATCH:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                held.extend(batch)
-                if self._ready.is_set() or len(held) >= _HOLD_BEFORE_READY:
-                    self._write(client, journal, output, held, report)
-                    held = []
-        if held and self._ready.is_set():
-            self._write(client, journal, output, held, report)
+        held: list[_Located] = []
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < _WRITE_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    held.extend(batch)
+                    if self._ready.is_set() or len(held) >= _HOLD_BEFORE_READY:
+                        await self._write(client, worker, output, held, report)
+                        held = []
+            if held and self._ready.is_set():
+                await self._write(client, worker, output, held, report)
+        finally:
+            self._writer_done.set()
 
-    def _write(
+    async def _write(
         self,
         client: Client,
-        journal: Journal,
+        worker: JournalWorker,
         output: _Output,
-        batch: list[tuple[int, int, Outcome]],
+        batch: list[_Located],
         report: ReportBuilder,
     ) -> None:
-        output.open()
+        await output.open()
         records = []
         for line, crc, outcome in batch:
             report.add(outcome)
             records.append((line, crc, outcome.status, format_outcome(outcome)))
-        journal.write(records)
+        await worker.write(records)
         # Durable now: the notifications may leave the queue.
         client.acknowledge(*(outcome for _, _, outcome in batch))
+
+
+class _KnownRows:
+    """The journal's rows for the input lines, fetched a page at a time as the reader needs them."""
+
+    def __init__(self, worker: JournalWorker) -> None:
+        self._worker = worker
+        self._page: list[JournalRow] = []
+        self._index = 0
+        self._after = 0
+        self._done = False
+
+    async def at(self, line: int) -> JournalRow | None:
+        while not self._done:
+            while self._index < len(self._page) and self._page[self._index].line < line:
+                self._index += 1
+            if self._index < len(self._page):
+                row = self._page[self._index]
+                return row if row.line == line else None
+            self._page = await self._worker.call(self._worker.journal.rows_page, self._after)
+            self._index = 0
+            if not self._page:
+                self._done = True
+            else:
+                self._after = self._page[-1].line
+        return None
 
 
 class _Output:
     """The output file, opened only when the first line is written (or a resume repairs it):
     until then an earlier file at that path is left as it was."""
 
-    def __init__(self, path: str, journal: Journal) -> None:
+    def __init__(self, path: str, worker: JournalWorker) -> None:
         self._path = path
-        self._journal = journal
+        self._worker = worker
         self._file: BinaryIO | None = None
         self.opened = False
 
-    def open(self) -> None:
-        if self.opened:
+    async def open(self) -> None:
+        if not self.opened:
+            self.opened = True
+            await self._worker.call(self._open)
+
+    def _open(self) -> None:
+        journal = self._worker.journal
+        if self._path == "-":
+            journal.attach_output(sys.stdout.buffer)
             return
-        self.opened = True
-        path = self._path
-        if path == "-":
-            self._journal.attach_output(sys.stdout.buffer)
-            return
-        mode = "r+b" if self._journal.resumed and os.path.exists(path) else "w+b"
+        mode = "r+b" if journal.resumed and os.path.exists(self._path) else "w+b"
         try:
-            self._file = cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed in __exit__
+            self._file = cast(BinaryIO, open(self._path, mode))  # noqa: SIM115 - closed in __exit__
         except OSError as exc:
-            raise ConfigError(f"cannot write the output {path!r}: {exc.strerror}") from exc
-        self._journal.attach_output(self._file)
+            raise ConfigError(f"cannot write the output {self._path!r}: {exc.strerror}") from exc
+        journal.attach_output(self._file)
 
     def __enter__(self) -> _Output:
         return self
@@ -583,26 +662,31 @@ class _Output:
 
 
 class _JournalObserver:
-    def __init__(self, journal: Journal, batch: Batch) -> None:
-        self._journal = journal
-        self._batch = batch
+    """The client's ``Observer`` for ``fanout run``: each request's progress goes to the journal."""
 
-    def expecting(self, inference_id: str, deadline: float) -> None:
-        self._journal.mark_sending(inference_id, deadline, time.time())
+    def __init__(self, worker: JournalWorker, command: RunCommand) -> None:
+        self._worker = worker
+        self._command = command
+
+    async def sending(self, inference_id: str, deadline: float) -> None:
+        await self._worker.sending(inference_id, deadline, time.time())
 
     def unsent(self, inference_id: str) -> None:
-        if inference_id not in self._batch._resent:  # an earlier run's attempt may have arrived
-            self._journal.mark_unsent(inference_id)
+        if inference_id not in self._command._resent:  # an earlier run's attempt may have arrived
+            self._worker.unsent(inference_id)
 
     def accepted(self, submission: Submission) -> None:
-        batch = self._batch
-        batch.accepted_any = True
+        command = self._command
+        command.accepted_any = True
         if submission.in_doubt:
-            batch._awaiting[submission.inference_id] = submission.deadline
-            batch._in_doubt_awaited += 1
+            command._awaiting[submission.inference_id] = submission.deadline
+            command._in_doubt_awaited += 1
         else:
-            batch._ready.set()
-        self._journal.mark_accepted(submission)
+            command._ready.set()
+        self._worker.accepted(submission)
+
+    def handed_over(self, outcome: Outcome) -> None:
+        return None
 
 
 def _read_chunk(source: BinaryIO) -> list[bytes]:

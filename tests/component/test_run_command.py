@@ -26,8 +26,8 @@ from fanout import (
     SqsTracking,
     Staging,
 )
-from fanout._batch import Batch, BatchOptions, BatchResult
 from fanout._journal import DONE, READ, SENDING, Journal
+from fanout._run_command import RunCommand, RunOptions, RunResult
 from fanout._tracking import Tracker
 from fanout.testing import (
     Distribution,
@@ -51,7 +51,7 @@ async def emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
         yield emu
 
 
-def _options(emu: Emulator, tmp_path: Path, **overrides: Any) -> BatchOptions:
+def _options(emu: Emulator, tmp_path: Path, **overrides: Any) -> RunOptions:
     values: dict[str, Any] = {
         "input": str(tmp_path / "in.jsonl"),
         "output": str(tmp_path / "out.jsonl"),
@@ -61,7 +61,7 @@ def _options(emu: Emulator, tmp_path: Path, **overrides: Any) -> BatchOptions:
         "limits": Limits(max_in_flight=8, max_pending=32),
     }
     values.update(overrides)
-    return BatchOptions(**values)
+    return RunOptions(**values)
 
 
 def _write(path: Path, lines: list[Any]) -> None:
@@ -78,9 +78,9 @@ def _sha(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
-async def _run(options: BatchOptions, stop: anyio.Event | None = None) -> BatchResult:
+async def _run(options: RunOptions, stop: anyio.Event | None = None) -> RunResult:
     with anyio.fail_after(60):
-        return await Batch(options).run(stop=stop)
+        return await RunCommand(options).run(stop=stop)
 
 
 async def test_every_succeeded_line_carries_its_result_when_notifications_beat_the_202(
@@ -130,7 +130,7 @@ async def test_a_path_in_two_roles_is_refused_before_anything_is_written(tmp_pat
     before = data.read_bytes()
     (tmp_path / "link.jsonl").symlink_to(data)
     os.link(data, tmp_path / "hard.jsonl")
-    base = BatchOptions(
+    base = RunOptions(
         input=str(data),
         output=str(tmp_path / "out.jsonl"),
         endpoint_name="ep",
@@ -146,7 +146,7 @@ async def test_a_path_in_two_roles_is_refused_before_anything_is_written(tmp_pat
     ]
     for overrides in cases:
         with pytest.raises(ConfigError, match="are the same file"):
-            Batch(replace(base, **overrides))
+            RunCommand(replace(base, **overrides))
     assert data.read_bytes() == before
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "j").exists()
 
@@ -171,7 +171,7 @@ async def test_a_second_run_on_a_journal_in_use_is_refused(emulator: Emulator, t
     emulator.set_faults(FaultConfig(latency={"sagemaker": Distribution("constant", ms=30.0)}))
     options = _options(emulator, tmp_path, journal=str(tmp_path / "journal"), limits=Limits(max_in_flight=2))
     async with anyio.create_task_group() as tg:
-        results: list[BatchResult] = []
+        results: list[RunResult] = []
 
         async def first() -> None:
             results.append(await _run(options))
@@ -182,7 +182,7 @@ async def test_a_second_run_on_a_journal_in_use_is_refused(emulator: Emulator, t
                 await anyio.sleep(0.01)
         written = (tmp_path / "out.jsonl").read_bytes()
         with pytest.raises(JournalError, match="in use by another fanout run"):
-            await Batch(options).run()
+            await RunCommand(options).run()
         assert (tmp_path / "out.jsonl").read_bytes().startswith(written)
     assert results[0].report.succeeded == 40
     assert len(_outputs(tmp_path / "out.jsonl")) == 40
@@ -219,7 +219,7 @@ async def test_requests_that_never_left_are_sent_on_resume_not_left_in_doubt(
     journal = tmp_path / "journal"
     _write(tmp_path / "in.jsonl", [{"id": str(n), "body": n} for n in range(50)])
     # A first run stops early and leaves a journal behind.
-    first = Batch(_options(emulator, tmp_path, journal=str(journal), limits=Limits(max_in_flight=2)))
+    first = RunCommand(_options(emulator, tmp_path, journal=str(journal), limits=Limits(max_in_flight=2)))
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: first.run(stop=stop))
@@ -243,7 +243,7 @@ async def test_requests_that_never_left_are_sent_on_resume_not_left_in_doubt(
     assert emulator.stats()["duplicate_inference_ids"] == 0
 
 
-def _leave_in_doubt(journal_path: Path, options: BatchOptions, lines: int) -> None:
+def _leave_in_doubt(journal_path: Path, options: RunOptions, lines: int) -> None:
     """What a run killed mid-send leaves: lines claimed and marked SENDING, nothing else."""
     journal = Journal.open(
         journal_path,
@@ -289,7 +289,7 @@ async def test_at_most_once_awaits_requests_in_doubt_no_shorter_than_sqs_can_hid
     retry = RetryPolicy(at_most_once=True, in_doubt_wait=15.0)
     options = _options(emulator, tmp_path, journal=str(tmp_path / "journal"), retry=retry)
     _leave_in_doubt(tmp_path / "journal", options, lines=2)
-    batch = Batch(options)
+    batch = RunCommand(options)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: batch.run(stop=stop))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -13,16 +12,21 @@ import anyio
 import pytest
 
 from fanout import (
+    Client,
     EndpointNotFound,
     InferenceRequest,
     Limits,
+    Observer,
+    Outcome,
     QueueNotFound,
     Rejected,
+    RunReport,
     SqsTracking,
     Staging,
+    Submission,
     Succeeded,
+    open_client,
 )
-from fanout._runner import Client, RunReport, open_client
 from fanout.testing import (
     Distribution,
     Emulator,
@@ -78,9 +82,7 @@ async def test_submit_returns_an_awaitable_handle_once_accepted(emulator: Emulat
         assert outcome.id == "one"
         assert outcome.route == "inline"
         assert handle.inference_id is not None
-        assert await client.wait(handle.inference_id) is outcome
-        with pytest.raises(KeyError, match="not submitted or tracked"):
-            await client.wait("never-seen")
+        assert await handle is outcome  # awaiting again gives the same outcome
 
 
 async def test_a_request_the_service_would_refuse_comes_back_as_a_done_handle(emulator: Emulator) -> None:
@@ -94,11 +96,16 @@ async def test_a_request_the_service_would_refuse_comes_back_as_a_done_handle(em
     assert emulator.stats()["invocations"]["accepted"] == 0
 
 
-async def test_wait_by_inference_id_and_track_an_earlier_submission(emulator: Emulator) -> None:
+async def test_as_completed_and_track_an_earlier_submission(emulator: Emulator) -> None:
     async with open_client(**_options(emulator)) as client:
-        first = await client.submit(InferenceRequest.from_json([1, 2], inference_id="mine-1"))
-        assert first.inference_id == "mine-1"
-        assert _result(await client.wait("mine-1"))["sha256"] == _digest([1, 2])
+        handles = [
+            await client.submit(InferenceRequest.from_json([n], inference_id=f"mine-{n}")) for n in range(5)
+        ]
+        assert [handle.inference_id for handle in handles] == [f"mine-{n}" for n in range(5)]
+        with anyio.fail_after(30):
+            outcomes = [outcome async for outcome in client.as_completed(handles)]
+        assert sorted(o.inference_id or "" for o in outcomes) == [f"mine-{n}" for n in range(5)]
+        assert all(_result(o)["sha256"] == _digest([int((o.inference_id or "")[5:])]) for o in outcomes)
     # Another client re-attaches to an inference accepted by one that stopped (say, for a restart)
     # before the notification came: it is delayed beyond the sender's last long poll.
     emulator.set_faults(
@@ -125,8 +132,8 @@ async def test_map_streams_every_outcome_within_the_limits(emulator: Emulator) -
     read: list[int] = []
     seen: dict[str, Any] = {}
     peak = 0
-    async with open_client(**_options(emulator)) as client:
-        async for outcome in client.map(_requests(300, read)):
+    async with open_client(**_options(emulator)) as client, client.map(_requests(300, read)) as outcomes:
+        async for outcome in outcomes:
             seen[outcome.id or ""] = outcome
             stats = client.statistics()
             peak = max(peak, stats.outstanding, stats.dispatcher.pending)
@@ -140,7 +147,7 @@ async def test_map_streams_every_outcome_within_the_limits(emulator: Emulator) -
 
 async def test_leaving_map_early_gives_every_token_back(emulator: Emulator) -> None:
     async with open_client(**_options(emulator)) as client:
-        async with aclosing(client.map(_requests(200, []))) as outcomes:
+        async with client.map(_requests(200, [])) as outcomes:
             async for _ in outcomes:
                 break
         with anyio.fail_after(30):
@@ -188,3 +195,51 @@ async def test_an_error_in_the_block_comes_out_unwrapped(emulator: Emulator) -> 
         async with open_client(**_options(emulator)) as client:
             assert isinstance(client, Client)
             raise ValueError("mine")
+
+
+class _Recorder:
+    """An ``Observer`` that records every call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def sending(self, inference_id: str, deadline: float) -> None:
+        self.calls.append(("sending", inference_id))
+
+    def unsent(self, inference_id: str) -> None:
+        self.calls.append(("unsent", inference_id))
+
+    def accepted(self, submission: Submission) -> None:
+        self.calls.append(("accepted", submission.inference_id))
+
+    def handed_over(self, outcome: Outcome) -> None:
+        self.calls.append(("handed_over", outcome.inference_id or ""))
+
+
+async def test_an_observer_hears_each_request_in_order(emulator: Emulator) -> None:
+    recorder = _Recorder()
+    observer: Observer = recorder
+    requests = [InferenceRequest.from_json({"i": i}, inference_id=f"o-{i}") for i in range(20)]
+    async with open_client(**_options(emulator), observer=observer) as client:
+        report = await client.run(requests)
+    assert report.succeeded == 20
+    for i in range(20):
+        mine = [kind for kind, inference_id in recorder.calls if inference_id == f"o-{i}"]
+        assert mine == ["sending", "accepted", "handed_over"]
+
+
+async def test_manual_acknowledgement_keeps_notifications_on_the_queue_until_told(emulator: Emulator) -> None:
+    def queued() -> int:
+        queue = emulator.stats()["queues"]["fanout-notifications"]
+        return int(queue["visible"] + queue["in_flight"])
+
+    async with open_client(**_options(emulator), acknowledge="manual") as client:
+        outcomes: list[Outcome] = []
+        async with client.map(_requests(10, [])) as stream:
+            outcomes = [outcome async for outcome in stream]
+        await anyio.sleep(0.3)
+        assert queued() >= 10  # taken, not acknowledged: still on the queue (hidden)
+        client.acknowledge(*outcomes)
+        with anyio.fail_after(10):
+            while queued():
+                await anyio.sleep(0.05)

@@ -1,0 +1,7 @@
+"""``python -m fanout``: the ``fanout`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
