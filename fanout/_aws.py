@@ -24,6 +24,7 @@ from typing import Any
 from ._body_patch import ensure_body_member
 from ._config import DEFAULT_LIMITS, Limits
 from ._exceptions import ConfigError
+from ._fastpath import FastInvoker
 
 __all__ = [
     "count_calls",
@@ -98,8 +99,15 @@ async def open_runtime_client(
     limits: Limits = DEFAULT_LIMITS,
     region_name: str | None = None,
     endpoint_url: str | None = None,
+    fast_path: bool = False,
+    counter: Counter[str] | None = None,
 ) -> AsyncIterator[Any]:
-    """A sagemaker-runtime client configured for fanout (no botocore retries, a pool of ``max_in_flight``)."""
+    """A sagemaker-runtime client configured for fanout (no botocore retries, a pool of ``max_in_flight``).
+
+    With ``fast_path``, what it yields sends ``invoke_endpoint_async`` through fanout's own request
+    template and botocore's signer (``_fastpath``), and every other call through the client;
+    ``counter`` then counts the fast path's calls by ``service.Operation``.
+    """
     async with open_aws_client(
         session,
         "sagemaker-runtime",
@@ -107,7 +115,11 @@ async def open_runtime_client(
         region_name=region_name,
         endpoint_url=endpoint_url,
     ) as client:
-        yield client
+        if not fast_path:
+            yield client
+            return
+        async with FastInvoker(client, counter=counter) as fast:
+            yield fast
 
 
 def count_calls(client: Any, counter: Counter[str]) -> None:

@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-fetch", action="store_true", help="do not download results; write their locations")
     run.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="send InvokeEndpointAsync through aiobotocore instead of fanout's own template and signer",
+    )
+    run.add_argument(
         "--content-type", default="application/json", metavar="TYPE", help="default ContentType of every line"
     )
     run.add_argument(
@@ -213,7 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
         "emulate", help="run the local emulator", description="Run the local SageMaker/S3/SQS/SNS emulator."
     )
     emulate.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
-    emulate.add_argument("--config", metavar="FILE", help="emulator configuration (JSON, or TOML)")
+    emulate.add_argument(
+        "--config",
+        metavar="FILE",
+        help="emulator configuration (JSON, or TOML), applied on top of the defaults; see docs/emulator.md",
+    )
+    emulate.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the configuration it would serve, as TOML, and exit",
+    )
+    emulate.add_argument(
+        "--model-url",
+        metavar="URL",
+        help="send invocations to this model server (POST /invocations, GET /ping), e.g. http://127.0.0.1:8080",
+    )
+    emulate.add_argument(
+        "--model-startup-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="how long to wait for the model server's GET /ping to answer 200 (default: 60)",
+    )
 
     commands.add_parser(
         "demo",
@@ -287,6 +313,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
             invocation_timeout_seconds=args.invocation_timeout,
         ),
         journal=args.journal,
+        fast_path=args.fast_path,
     )
 
 
@@ -557,7 +584,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulate":
         from .testing._server import serve
 
-        return serve(port=args.port, config_path=args.config)
+        return serve(
+            port=args.port,
+            config_path=args.config,
+            print_config=args.print_config,
+            model_url=args.model_url,
+            model_startup_timeout=args.model_startup_timeout,
+        )
     from ._demo import main as demo
 
     return demo()

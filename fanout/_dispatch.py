@@ -213,7 +213,8 @@ class Dispatcher:
 
     async def check(self) -> None:
         """Run-level preflight: credentials are present, and the staging bucket exists."""
-        signer = getattr(self._runtime, "_request_signer", None)
+        client = getattr(self._runtime, "client", self._runtime)  # the fast path wraps the client
+        signer = getattr(client, "_request_signer", None)
         if signer is not None and getattr(signer, "_credentials", True) is None:
             from botocore.exceptions import NoCredentialsError
 
@@ -324,7 +325,12 @@ class Dispatcher:
         self, send: MemoryObjectSendStream[Submission | Rejected], result: Submission | Rejected
     ) -> None:
         try:
-            await send.send(result)
+            try:
+                send.send_nowait(result)  # the buffer has room unless the reader lags: no checkpoint
+            except anyio.WouldBlock:
+                await send.send(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._drop(result)  # the reader has left
         except BaseException:
             self._drop(result)
             raise
@@ -348,11 +354,13 @@ class Dispatcher:
         """Send one request that holds a ``max_pending`` token: the result keeps the token; an
         exception gives it back."""
         try:
-            async with self._limiter.slot(permit) if permit is not None else _no_slot():
-                return await self._plan_and_invoke(request, permit, checked=checked)
+            return await self._plan_and_invoke(request, permit, checked=checked)
         except BaseException:
             self._pending.release()
             raise
+        finally:
+            if permit is not None:
+                self._limiter.release(permit)  # idempotent: usually the attempt gave it back
 
     async def _plan_and_invoke(
         self, request: InferenceRequest, permit: Permit | None, *, checked: bool
@@ -577,11 +585,6 @@ class Dispatcher:
             self._retries[classify(exc)] += 1
             if delivery_of(exc) == "unknown":
                 self._resends += 1
-
-
-@asynccontextmanager
-async def _no_slot() -> AsyncIterator[None]:
-    yield
 
 
 async def _source(

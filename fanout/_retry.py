@@ -30,8 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
@@ -299,9 +298,17 @@ class AimdControl:
 
     Two knobs are cut together. The concurrency window bounds work when the
     round trip is long; the paced rate is what bounds it on a short one, where
-    even a window of 1 can send far above a server's rate limit. Both start
-    un-throttled: the window at ``max_concurrency`` and the rate unpaced, so
-    nothing is measured before it matters. On an overload signal:
+    even a window of 1 can send far above a server's rate limit.
+
+    **Slow start.** A run does not open with the full window at once: that
+    start-up wave is most of what a throttled run wastes. Both knobs start small
+    (``initial_window``, ``initial_rate``) and grow exponentially while nothing
+    pushes back: the window by one per success (doubling every round trip, as
+    TCP's slow start), the rate doubling every ``doubling`` seconds, never past
+    twice the measured send rate (so an input-bound run does not build up a rate
+    that would overshoot later). The first overload signal ends slow start.
+    Without ``adaptive`` (or ``slow_start``) it starts with the full window,
+    unpaced. On an overload signal:
 
     - **one cut per epoch** (TCP's one-decrease-per-window rule): a permit
       carries the epoch in which it was granted, and only a signal from the
@@ -331,6 +338,10 @@ class AimdControl:
         decrease: float = 0.9,
         increase: float = 0.05,
         min_rate: float = 1.0,
+        slow_start: bool = True,
+        initial_window: int = 4,
+        initial_rate: float = 32.0,
+        doubling: float = 0.03,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency!r}")
@@ -342,13 +353,19 @@ class AimdControl:
         self.decrease = decrease
         self.increase = increase
         self.min_rate = min_rate
-        self.window = float(max_concurrency)
-        self.adaptive_rate: float | None = None
+        self.doubling = doubling
+        self.slow_start = adaptive and slow_start
+        """Growing exponentially from the initial window and rate, until the first overload."""
+        self.window = float(min(max_concurrency, initial_window) if self.slow_start else max_concurrency)
+        self.adaptive_rate: float | None = initial_rate if self.slow_start else None
         self.epoch = 0
         self.cuts = 0
         self._rate_at_cut = 0.0
         self._last_increase = 0.0
         self._sends: deque[float] = deque()
+        self._recent_sends: deque[float] = deque()
+        self._slow_start_ended = -math.inf
+        self._slow_start_floor = 0.0
         self._successes: deque[float] = deque()
 
     @property
@@ -377,6 +394,8 @@ class AimdControl:
         if self.adaptive:
             self._sends.append(now)
             _trim(self._sends, now)
+            if self.slow_start:
+                self._recent_sends.append(now)
         return self.epoch
 
     def on_success(self, now: float) -> None:
@@ -384,6 +403,9 @@ class AimdControl:
             return
         self._successes.append(now)
         _trim(self._successes, now)
+        if self.slow_start:
+            self._grow_exponentially(now)
+            return
         if self.window < self.max_concurrency:
             self.window = min(float(self.max_concurrency), self.window + 1.0 / self.window)
         if self.adaptive_rate is not None:
@@ -393,6 +415,28 @@ class AimdControl:
             grown = self.adaptive_rate + self.increase * self._rate_at_cut * elapsed
             self.adaptive_rate = max(self.adaptive_rate, min(grown, ceiling))
 
+    def _grow_exponentially(self, now: float) -> None:
+        if self.window < self.max_concurrency:
+            self.window = min(float(self.max_concurrency), self.window + 1.0)
+        assert self.adaptive_rate is not None
+        elapsed = max(0.0, now - self._last_increase) if self._last_increase else 0.0
+        self._last_increase = now
+        # Measured over the last doubling: a longer window lags an exponential rate and would hold it
+        # back (over one doubling the mean is 0.72 of the rate, so twice it still lets it double).
+        recent = self._recent_sends
+        while recent and recent[0] < now - self.doubling:
+            recent.popleft()
+        sent = _rate(recent, now)
+        ceiling = max(2.0 * sent, self.adaptive_rate)
+        self.adaptive_rate = min(self.adaptive_rate * 2.0 ** (elapsed / self.doubling), ceiling)
+        if self.window >= self.max_concurrency and self.adaptive_rate >= _UNUSED * sent:
+            # Twice what we manage to send, with the whole window open: the rate no longer limits
+            # anything (the input, the CPU or the round trip does), and pacing would only cost CPU.
+            # Slow start is over without a push-back: unpaced, as without slow start.
+            self.slow_start = False
+            self.adaptive_rate = None
+            self._slow_start_ended = now
+
     def on_overload(self, epoch: int, now: float) -> bool:
         """A throttle or 503 from a permit of ``epoch``; returns whether it cut the limits."""
         if not self.adaptive or epoch != self.epoch:
@@ -400,14 +444,26 @@ class AimdControl:
         self.epoch += 1
         self.cuts += 1
         self.window = max(1.0, self.window * self.decrease)
+        if self.slow_start:
+            self._end_slow_start(now)
+            return True
         measured = self.measured_rate(now)
         if len(self._sends) < _MIN_SAMPLES:
             # Too few sends to measure a rate: a guess here is how botocore collapses at start-up.
             # The window cut alone slows us down until there is something to measure.
             return True
-        before = min(self.adaptive_rate or math.inf, measured)
+        # For a second after slow start the measuring window still holds the ramp and reads below
+        # the rate actually sent: trust the paced rate until then.
+        settled = now - self._slow_start_ended >= _MEASURING_WINDOW
+        if self.adaptive_rate is not None and not settled:
+            before = self.adaptive_rate
+        else:
+            before = min(self.adaptive_rate or math.inf, measured)
         rate = self.decrease * before
-        if len(self._successes) >= _MIN_SAMPLES:
+        if not settled:
+            # Slow start overshoots the capacity by at most twice: never cut below half its last rate.
+            rate = max(rate, self._slow_start_floor)
+        if len(self._successes) >= _MIN_SAMPLES and settled:
             # While throttled, what the service accepted is its capacity: jump there at once
             # instead of stepping down one round trip at a time. But never below half the rate
             # before the cut: a stall (ours or the server's) makes the accepted rate read low, and
@@ -418,9 +474,26 @@ class AimdControl:
         self._last_increase = now
         return True
 
+    def _end_slow_start(self, now: float) -> None:
+        """The first push-back. The rate has at most doubled since the last stretch without one, so
+        it is at most twice the capacity: cutting it by ``decrease`` once per epoch (a round trip)
+        comes down to the capacity in a handful of round trips, at a cost of a few throttles.
+        The accepted-rate jump waits until a full measuring window follows slow start: until then
+        that window holds the ramp and reads far below the capacity."""
+        self.slow_start = False
+        assert self.adaptive_rate is not None
+        self._slow_start_floor = _DEEPEST_CUT * self.adaptive_rate
+        self.adaptive_rate = max(self.min_rate, self.decrease * self.adaptive_rate)
+        self._rate_at_cut = self.adaptive_rate
+        self._last_increase = now
+        self._slow_start_ended = now
+        self._recent_sends.clear()
+
 
 _MIN_SAMPLES = 20
 _DEEPEST_CUT = 0.5
+_UNUSED = 1.9
+_MEASURING_WINDOW = 1.0
 
 
 def _trim(events: deque[float], now: float) -> None:
@@ -574,15 +647,30 @@ class AdaptiveLimiter:
             self.control.on_overload(permit.epoch, now)
         self._wake_head()
 
-    @asynccontextmanager
-    async def slot(self, permit: Permit | None = None) -> AsyncIterator[Permit]:
-        """Hold ``permit`` (or a new one) for the block, and give it back however the block ends."""
-        if permit is None:
-            permit = await self.acquire()
-        try:
-            yield permit
-        finally:
-            self.release(permit)
+    def slot(self, permit: Permit | None = None) -> _Slot:
+        """``async with limiter.slot(permit) as held``: hold ``permit`` (or a new one) for the block,
+        and give it back however the block ends, with the signal set on it."""
+        return _Slot(self, permit)
+
+
+class _Slot:
+    """The async context manager of ``AdaptiveLimiter.slot`` (a class: it is on the hot path, and a
+    generator-based one costs several times as much)."""
+
+    __slots__ = ("_limiter", "_permit")
+
+    def __init__(self, limiter: AdaptiveLimiter, permit: Permit | None) -> None:
+        self._limiter = limiter
+        self._permit = permit
+
+    async def __aenter__(self) -> Permit:
+        if self._permit is None:
+            self._permit = await self._limiter.acquire()
+        return self._permit
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._permit is not None:
+            self._limiter.release(self._permit)
 
 
 def signal_of(exc: BaseException | None) -> Signal:

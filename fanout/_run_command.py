@@ -109,6 +109,7 @@ class RunOptions:
     fetch: bool = True
     defaults: LineDefaults = field(default_factory=LineDefaults)
     journal: str | None = None
+    fast_path: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +242,7 @@ class RunCommand:
                     session=self._session,
                     observer=_JournalObserver(worker, self),
                     acknowledge="manual",
+                    fast_path=options.fast_path,
                 ) as client:
                     self._client = client
                     report = ReportBuilder(client.statistics)

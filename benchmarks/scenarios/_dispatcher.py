@@ -97,7 +97,14 @@ async def _open_dispatcher(
 ) -> AsyncIterator[Dispatcher]:
     """fanout's Dispatcher for the emulator of ``env``: payload inline, the given concurrency."""
     limits = Limits(max_in_flight=max_in_flight, max_pending=max(1_000, 4 * max_in_flight))
-    async with open_runtime_client(session, limits=limits, **client_location(env)) as runtime:
+    location = client_location(env)
+    async with open_runtime_client(
+        session,
+        limits=limits,
+        region_name=location["region_name"],
+        endpoint_url=location["endpoint_url"],
+        fast_path=True,  # as open_client does by default
+    ) as runtime:
         yield Dispatcher(
             endpoint_name=env["FANOUT_ENDPOINT"], runtime=runtime, limits=limits, payload="inline"
         )

@@ -52,6 +52,7 @@ def emulator_config(
     """The emulator's configuration as plain data (its JSON file format)."""
     instances, per_instance = workers
     return {
+        "extends": "none",  # exactly what this scenario declares, not the defaults as well
         "seed": 7,
         "buckets": ["fanout-output", "fanout-staging"],
         "queues": [QUEUE],

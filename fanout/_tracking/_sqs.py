@@ -1,7 +1,17 @@
 """The SQS source: long-poll receivers, batched deletes and visibility upkeep.
 
-``receivers`` tasks long-poll the queue (``WaitTimeSeconds``, 10 messages a call) and hand each
-parsed notification to the tracker with a :class:`Receipt`. The tracker answers through it:
+Up to ``receivers`` tasks long-poll the queue (``WaitTimeSeconds``, 10 messages a call) and hand
+each parsed notification to the tracker with a :class:`Receipt`.
+
+**Full batches.** ``ReceiveMessage`` returns as soon as any message is there, so at high rates
+receivers that poll back to back come back almost empty: one call per notification. The
+``ReceivePacer`` paces them by the arrival rate: only as many receivers poll as the rate needs
+(each can take 10 messages a round trip), and after a small batch a receiver waits the short time
+the rate needs to fill one (at most ``LINGER_MAX``) before it polls again. At low rates the wait is
+short next to the gap between notifications, so an outcome still takes one round trip; at
+hundreds a second a receive brings close to 10 messages.
+
+The tracker answers each receipt through it:
 
 - ``delete()``: the message is done with (its outcome was emitted, or it was a duplicate). Deletes
   are batched: ``DeleteMessageBatch`` goes out when 10 are ready or ``flush_delay`` after the first.
@@ -24,6 +34,7 @@ Calls are retried with backoff on transient errors. A queue that does not exist 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -38,13 +49,21 @@ from .._models import Notification
 from .._retry import call_with_retry
 from ._parse import Ignored, Malformed, parse_message
 
-__all__ = ["Receipt", "SqsSource"]
+__all__ = ["LINGER_MAX", "Receipt", "ReceivePacer", "SqsSource"]
 
 log = logging.getLogger("fanout.tracking")
 
 T = TypeVar("T")
 
 _BATCH = 10
+_FILL = 8
+"""How many messages a paced receive aims to find waiting."""
+LINGER_MAX = 0.02
+"""The longest a receiver waits after a small batch before it polls again, in seconds."""
+_RATE_WINDOW = 1.0
+_ROUND_TRIP_CLIP = 0.1
+_RATE_FLOOR_SPAN = 0.1
+_IDLE_CHECK = 0.05
 _REMEMBER_LEFT = 10_000
 _DRAIN_TIMEOUT = 5.0
 """How long leaving the tracker may wait for the last deletes (shielded)."""
@@ -132,6 +151,54 @@ class _Batcher(Generic[T]):
             log.warning("a batched SQS call failed; the messages will be delivered again", exc_info=True)
 
 
+class ReceivePacer:
+    """When the receivers poll: enough of them for the arrival rate, and each after a small batch
+    only once one could have filled. Pure and synchronous: every method takes ``now`` (seconds)."""
+
+    def __init__(self, receivers: int, *, linger_max: float = LINGER_MAX) -> None:
+        self._receivers = receivers
+        self._linger_max = linger_max
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._count = 0
+        self._round_trip = 0.0
+
+    def rate(self, now: float) -> float:
+        """Messages received per second over the last second."""
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] < now - _RATE_WINDOW:
+            self._count -= arrivals.popleft()[1]
+        if not arrivals:
+            return 0.0
+        # Younger than the window: over the time since the first arrival (a floor keeps one
+        # burst from reading as a huge rate).
+        return self._count / max(now - arrivals[0][0], _RATE_FLOOR_SPAN)
+
+    def active(self, now: float) -> int:
+        """How many receivers poll now: each takes at most 10 messages a round trip; twice what
+        the rate needs, so that a rise is met before the backlog grows."""
+        wanted = math.ceil(2 * self.rate(now) * self._round_trip / _BATCH)
+        return min(self._receivers, max(1, wanted))
+
+    def received(self, count: int, now: float, since: float) -> float:
+        """Record a receive of ``count`` messages that started ``since`` seconds ago; returns how long
+        that receiver waits before its next poll, so that polls start about ``_FILL`` messages apart."""
+        if count:
+            self._arrivals.append((now, count))
+            self._count += count
+            # Only a receive that found messages measures the round trip (an empty one long-polled); one
+            # that waited for its first message over-measures it, hence the clip.
+            sample = min(since, _ROUND_TRIP_CLIP)
+            self._round_trip = 0.8 * self._round_trip + 0.2 * sample if self._round_trip else sample
+        rate = self.rate(now)
+        if not 0 < count < _BATCH or rate <= 0:
+            return 0.0  # a full batch means a backlog: poll again at once; an empty one long-polled
+        # Aim a little under a full batch: a full one leaves a remainder that the next (immediate) poll
+        # would fetch alone. Staggered over ``active`` receivers, the queue is polled every gap /
+        # active: that is what a message may wait, so one receiver's gap may be ``active`` bounds.
+        active = self.active(now)
+        return max(0.0, min(self._linger_max, _FILL / rate) * active - since)
+
+
 class SqsSource:
     """Receives notifications from one queue and acknowledges them in batches."""
 
@@ -150,6 +217,7 @@ class SqsSource:
         self._handler = handler
         self._clock = clock
         self._url = config.queue_url
+        self._pacer = ReceivePacer(config.receivers)
         self._holding: dict[str, Receipt] = {}
         self._left: OrderedDict[str, None] = OrderedDict()
         self._deletes: _Batcher[Receipt] = _Batcher(
@@ -192,8 +260,8 @@ class SqsSource:
                 tg.start_soon(self._releases.run)
                 if self.config.visibility_timeout > 0:
                     tg.start_soon(self._heartbeat)
-                for _ in range(self.config.receivers):
-                    tg.start_soon(self._receive_loop)
+                for index in range(self.config.receivers):
+                    tg.start_soon(self._receive_loop, index)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
@@ -217,9 +285,14 @@ class SqsSource:
     def statistics(self) -> dict[str, int]:
         return {**self._counts, "holding": len(self._holding)}
 
-    async def _receive_loop(self) -> None:
+    async def _receive_loop(self, index: int) -> None:
         config = self.config
+        pacer = self._pacer
         while True:
+            if index >= pacer.active(self._clock()):
+                await anyio.sleep(_IDLE_CHECK)  # not needed at this rate
+                continue
+            started = self._clock()
             try:
                 with map_aws_errors(queue_url=self._url):
                     response = await call_with_retry(
@@ -235,8 +308,13 @@ class SqsSource:
             except Exception as exc:
                 raise TrackingError(f"receiving from {self._url} kept failing: {exc}") from exc
             self._counts["receive_calls"] += 1
-            for message in response.get("Messages") or ():
+            messages = response.get("Messages") or ()
+            now = self._clock()
+            linger = pacer.received(len(messages), now, now - started)
+            for message in messages:
                 await self._handle(message)
+            if linger:
+                await anyio.sleep(linger)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         self._counts["received"] += 1

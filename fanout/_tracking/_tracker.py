@@ -60,6 +60,8 @@ class TrackerStatistics:
     """Counters of a running tracker; ``resolved`` is by status, ``s3_calls`` by type (head, list, get)."""
 
     received: int
+    """Messages received from SQS."""
+    receive_calls: int
     parsed: int
     duplicates: int
     unknown: int
@@ -191,6 +193,7 @@ class Tracker:
         s3 = self._s3.statistics() if self._s3 is not None else {}
         return TrackerStatistics(
             received=sqs.get("received", 0),
+            receive_calls=sqs.get("receive_calls", 0),
             parsed=sqs.get("parsed", 0),
             duplicates=ledger.duplicates,
             unknown=self._unknown + ledger.unknown,

@@ -3,7 +3,10 @@
 ``async with open_emulator(config) as emu:`` runs a real aiohttp server on 127.0.0.1 that speaks
 sagemaker-runtime ``InvokeEndpointAsync``, an S3 subset, an SQS subset and SNS delivery into SQS, on
 one port, with fault injection and counters. ``emu.env`` holds the variables that point the standard
-AWS chain at it. ``fanout emulate`` (or ``python -m fanout.testing``) serves ``default_config()``.
+AWS chain at it. ``fanout emulate`` (or ``python -m fanout.testing``) serves ``default_config()``,
+with a config file applied on top (``load_config``). An endpoint's model is an async function, or a
+model server under test that implements the SageMaker hosting contract (``ContainerModel``,
+``fanout emulate --model-url``). The reference is ``docs/emulator.md``.
 
 The defaults are AWS's, not kinder: notifications carry the inference response only when the
 endpoint's ``include_inference_response_in`` asks for it (``default_config()`` does not). Faults
@@ -13,6 +16,7 @@ that clients must survive include notifications published before the 202 is writ
 duplicated, delayed or malformed notifications.
 """
 
+from ._container import ContainerModel, ContainerNotHealthy
 from ._emu_config import (
     Distribution,
     EmulatorConfig,
@@ -38,6 +42,8 @@ from ._sns import SnsHub
 from ._sqs import SqsStore
 
 __all__ = [
+    "ContainerModel",
+    "ContainerNotHealthy",
     "Distribution",
     "Emulator",
     "EmulatorConfig",

@@ -13,24 +13,29 @@ and timeouts stay quick. 1.0 (the default) is real seconds.
 
 A file is JSON, or TOML when its name ends in ``.toml``. Its shape mirrors the dataclasses; a
 distribution is ``{"kind": "uniform", "low_ms": 1, "high_ms": 5}`` or a bare number (constant ms), and
-an endpoint's ``model`` is ``"default"`` or an import path ``"package.module:function"``.
+an endpoint's ``model`` is ``"default"``, an import path ``"package.module:function"`` or the URL of
+a model server that implements the SageMaker hosting contract (``ContainerModel``). A file applies
+on top of ``default_config()`` (see ``load_config`` for the merge rule) unless it says
+``extends = "none"``; ``config_to_data`` is the inverse of the loader (``--print-config`` writes it
+as TOML). The reference for users is ``docs/emulator.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
 import random
 import re
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 from .._exceptions import ConfigError
+from ._container import DEFAULT_STARTUP_TIMEOUT, ContainerModel
+from ._model import Model, ModelResult, default_model, model_error_reason
 
 __all__ = [
     "ACCOUNT_ID",
@@ -49,10 +54,12 @@ __all__ = [
     "ThrottleConfig",
     "TopicConfig",
     "config_from_dict",
+    "config_to_data",
     "default_config",
     "default_model",
     "faults_from_dict",
     "load_config",
+    "model_error_reason",
 ]
 
 ACCOUNT_ID = "123456789012"
@@ -190,57 +197,8 @@ ZERO = Distribution()
 # the model
 
 
-@dataclass(frozen=True, slots=True)
-class ModelResult:
-    """What a model function returns: an output, or a failure with its reason.
-
-    On failure, ``body`` (default: the reason in UTF-8) is written to the failure location and
-    ``failure_reason`` becomes the notification's ``failureReason``.
-    """
-
-    body: bytes = b""
-    content_type: str = "application/json"
-    failure_reason: str | None = None
-
-    @classmethod
-    def ok(cls, body: bytes, content_type: str = "application/json") -> ModelResult:
-        return cls(body=body, content_type=content_type)
-
-    @classmethod
-    def fail(cls, reason: str, body: bytes | None = None, content_type: str = "text/plain") -> ModelResult:
-        return cls(
-            body=reason.encode() if body is None else body, content_type=content_type, failure_reason=reason
-        )
-
-    @property
-    def failed(self) -> bool:
-        return self.failure_reason is not None
-
-
-Model: TypeAlias = Callable[[bytes, str | None, str | None], Awaitable[ModelResult]]
-"""``async def model(body, content_type, custom_attributes) -> ModelResult``."""
-
-
-async def default_model(body: bytes, content_type: str | None, custom_attributes: str | None) -> ModelResult:
-    """``{"sha256": <hex of the input>, "bytes": <count>}``; a JSON object with ``"fail": true`` fails.
-
-    The failure reason includes the object's ``"reason"`` when it has one, so a test can tell
-    which request a failure belongs to.
-    """
-    if body[:1] == b"{":
-        try:
-            value = json.loads(body)
-        except ValueError:
-            value = None
-        if isinstance(value, dict) and value.get("fail") is True:
-            detail = value.get("reason", "the input asked to fail")
-            return ModelResult.fail(
-                "ClientError: Received server error (500) from model with message "
-                f"{json.dumps(str(detail))}. "
-                "See the SageMaker Endpoint logs in your account for more information."
-            )
-    digest = hashlib.sha256(body).hexdigest()
-    return ModelResult.ok(json.dumps({"sha256": digest, "bytes": len(body)}, separators=(",", ":")).encode())
+# ``ModelResult``, ``Model``, ``default_model`` and ``model_error_reason`` live in ``_model``, which
+# ``_container`` (a model server as a model) shares without importing this module.
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -583,13 +541,25 @@ def default_config() -> EmulatorConfig:
 
 
 # ---------------------------------------------------------------------------------------------------
-# strict loading from dicts and files
+# strict loading from dicts and files, on top of a base configuration
+
+EXTENDS: Final = ("default", "none")
+# the lists of named resources that a file merges into its base by name (buckets are bare names)
+_NAMED_LISTS: Final = ("buckets", "queues", "topics", "endpoints")
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> EmulatorConfig:
-    """Load an ``EmulatorConfig`` from a JSON or TOML file, or from a dict; ``ConfigError`` if bad."""
+    """Load what ``fanout emulate --config`` reads: a JSON or TOML file (or its content as a dict),
+    applied on top of ``default_config()`` unless it says ``extends = "none"``; ``ConfigError`` if bad.
+
+    The merge rule (``config_from_dict`` with ``base``): a top-level key the file gives replaces the
+    base's value, except ``buckets``, ``queues``, ``topics`` and ``endpoints``, which are merged by
+    name: the file's entries come first, in its order (so its first endpoint is the one the export
+    lines name), an entry named like one of the base's updates that one key by key, and the base's
+    other entries follow. Nothing can be removed from the base: start from empty with ``extends``.
+    """
     if isinstance(source, Mapping):
-        return config_from_dict(source)
+        return config_from_dict(source, base=default_config())
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
@@ -603,12 +573,146 @@ def load_config(source: str | Path | Mapping[str, Any]) -> EmulatorConfig:
         ) from exc
     if not isinstance(data, Mapping):
         raise ConfigError(f"emulator config {str(path)!r} must hold an object at the top level")
-    return config_from_dict(data)
+    return config_from_dict(data, base=default_config())
 
 
-def config_from_dict(data: Mapping[str, Any]) -> EmulatorConfig:
-    """Build an ``EmulatorConfig`` from plain data; unknown keys and bad values raise ``ConfigError``."""
-    return _build(EmulatorConfig, data, "", _EMULATOR_FIELDS)
+def config_from_dict(data: Mapping[str, Any], *, base: EmulatorConfig | None = None) -> EmulatorConfig:
+    """Build an ``EmulatorConfig`` from plain data; unknown keys and bad values raise ``ConfigError``.
+
+    With no ``base`` the data is the whole configuration (the dataclasses' defaults fill the rest);
+    with one, the data applies on top of it by the rule of ``load_config``. An ``"extends"`` key in
+    the data overrides ``base``: ``"default"`` is ``default_config()``, ``"none"`` is nothing.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: must be an object, got {data!r}")
+    if "extends" in data:
+        extends = data["extends"]
+        if extends not in EXTENDS:
+            raise _fail("extends", "must be 'default' (apply on top of the defaults) or 'none'", extends)
+        base = default_config() if extends == "default" else None
+        data = {key: value for key, value in data.items() if key != "extends"}
+    if base is not None:
+        data = _merge(config_to_data(base, named_models=False), data)
+    return _build(EmulatorConfig, data, "", _EMULATOR_FIELDS, also_allowed=("extends",))
+
+
+def config_to_data(config: EmulatorConfig, *, named_models: bool = True) -> dict[str, Any]:
+    """The plain data that ``config_from_dict`` turns back into ``config``: every key, in the
+    dataclasses' order, None where a value is unset.
+
+    ``named_models``: each model as a file names it (``"default"``, an import path, a URL or
+    ``{url, startup_timeout}``), or ``ConfigError`` for one that has no such name (a lambda, a
+    closure); False keeps the model objects, for merging in memory.
+    """
+
+    def distribution(value: Distribution) -> dict[str, Any]:
+        return {"kind": value.kind, **{p: getattr(value, p) for p in _DISTRIBUTION_PARAMS[value.kind]}}
+
+    def endpoint(index: int, value: EndpointConfig) -> dict[str, Any]:
+        return {
+            "name": value.name,
+            "s3_output_path": value.s3_output_path,
+            "s3_failure_path": value.s3_failure_path,
+            "success_topic": value.success_topic,
+            "error_topic": value.error_topic,
+            "include_inference_response_in": list(value.include_inference_response_in),
+            "instance_count": value.instance_count,
+            "max_concurrent_invocations_per_instance": value.max_concurrent_invocations_per_instance,
+            "service_time": distribution(value.service_time),
+            "model": _model_name(value.model, f"endpoints[{index}].model") if named_models else value.model,
+        }
+
+    faults = config.faults
+    throttle = faults.throttle
+    notifications = faults.notifications
+    return {
+        "region": config.region,
+        "account_id": config.account_id,
+        "seed": config.seed,
+        "time_scale": config.time_scale,
+        "buckets": list(config.buckets),
+        "queues": [{"name": q.name, "attributes": dict(q.attributes)} for q in config.queues],
+        "topics": [
+            {"name": t.name, "subscriptions": [{"queue": s.queue, "raw": s.raw} for s in t.subscriptions]}
+            for t in config.topics
+        ],
+        "endpoints": [endpoint(i, e) for i, e in enumerate(config.endpoints)],
+        "staging": config.staging,
+        "faults": {
+            "throttle": None
+            if throttle is None
+            else {"rate": throttle.rate, "burst": throttle.burst, "per_endpoint": throttle.per_endpoint},
+            "error_rate": faults.error_rate,
+            "error_statuses": list(faults.error_statuses),
+            "drop_connection_rate": faults.drop_connection_rate,
+            "drop_response_rate": faults.drop_response_rate,
+            "targets": list(faults.targets),
+            "latency": {key: distribution(value) for key, value in faults.latency.items()},
+            "notifications": {
+                "duplicate_rate": notifications.duplicate_rate,
+                "loss_rate": notifications.loss_rate,
+                "malformed_rate": notifications.malformed_rate,
+                "delay": distribution(notifications.delay),
+                "reorder_window_ms": notifications.reorder_window_ms,
+                "early_rate": notifications.early_rate,
+            },
+        },
+    }
+
+
+def _model_name(model: Model, path: str) -> str | dict[str, Any]:
+    if model is default_model:
+        return "default"
+    if isinstance(model, ContainerModel):
+        if model.startup_timeout == DEFAULT_STARTUP_TIMEOUT:
+            return model.url
+        return {"url": model.url, "startup_timeout": model.startup_timeout}
+    module, name = getattr(model, "__module__", None), getattr(model, "__qualname__", "")
+    # only a module-level name that imports back to this very function is a name the loader takes
+    if module and name.isidentifier() and getattr(importlib.import_module(module), name, None) is model:
+        return f"{module}:{name}"
+    raise _fail(
+        path, "has no name a file can hold (use 'default', 'package.module:function' or a URL)", model
+    )
+
+
+def _merge(base: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` on top of ``base`` (both plain data), by the rule of ``load_config``.
+
+    Entries that are not well-formed pass through unmerged, so the builder reports them at the
+    index the file gave them (the file's entries keep their indexes: they come first).
+    """
+    merged = dict(base)
+    for key, value in data.items():
+        given_list = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+        merged[key] = _merge_named(base[key], value) if key in _NAMED_LISTS and given_list else value
+    return merged
+
+
+def _entry_name(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry  # a bucket, or the short form of a queue
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _merge_named(defaults: Sequence[Any], given: Sequence[Any]) -> list[Any]:
+    by_name = {_entry_name(entry): entry for entry in defaults}
+    merged: list[Any] = []
+    seen: set[str] = set()
+    for entry in given:
+        name = _entry_name(entry)
+        if name is not None:
+            seen.add(name)
+            default = by_name.get(name)
+            if isinstance(default, Mapping):
+                # the keys given replace the default's, the others keep their values; a bare name
+                # ("q" among the queues) names the default entry as it is. A name given twice is
+                # merged twice, and the builder reports it as declared twice.
+                entry = {**default, **entry} if isinstance(entry, Mapping) else default
+        merged.append(entry)
+    merged.extend(entry for entry in defaults if _entry_name(entry) not in seen)
+    return merged
 
 
 def faults_from_dict(data: Mapping[str, Any], *, path: str = "faults") -> FaultConfig:
@@ -626,14 +730,22 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _build(cls: type[_T], data: Any, path: str, converters: Mapping[str, Converter]) -> _T:
+def _build(
+    cls: type[_T],
+    data: Any,
+    path: str,
+    converters: Mapping[str, Converter],
+    *,
+    also_allowed: Sequence[str] = (),
+) -> _T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or 'config'}: must be an object, got {data!r}")
     allowed = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in allowed:
-            raise ConfigError(f"{_join(path, str(key))}: unknown key (allowed: {', '.join(allowed)})")
+            names = ", ".join([*allowed, *also_allowed])
+            raise ConfigError(f"{_join(path, str(key))}: unknown key (allowed: {names})")
         convert = converters.get(key)
         kwargs[key] = convert(value, _join(path, key)) if convert else value
     try:
@@ -696,9 +808,26 @@ def _model(value: Any, path: str) -> Model:
         return value  # type: ignore[no-any-return]
     if value == "default":
         return default_model
+    if isinstance(value, str) and "://" in value:  # a URL, with a scheme it may get wrong
+        try:
+            return ContainerModel(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {str(exc).removeprefix('url: ')}") from None
+    if isinstance(value, Mapping):
+        # {url = "...", startup_timeout = 120}: a model server that needs longer to start
+        for key in value:
+            if key not in ("url", "startup_timeout"):
+                raise ConfigError(f"{_join(path, str(key))}: unknown key (allowed: url, startup_timeout)")
+        if "url" not in value:
+            raise ConfigError(f"{path}.url: is required (the model server, e.g. http://127.0.0.1:8080)")
+        try:
+            return ContainerModel(value["url"], **{k: v for k, v in value.items() if k != "url"})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc}") from None
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(
-            f"{path}: must be 'default' or an import path 'package.module:function', got {value!r}"
+            f"{path}: must be 'default', an import path 'package.module:function' or a model server "
+            f"URL 'http://host:port', got {value!r}"
         )
     module_name, _, attr = value.partition(":")
     try:

@@ -38,6 +38,7 @@ from aiohttp import web
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._container import ContainerModel
 from ._emu_config import EndpointConfig, ModelResult
 
 if TYPE_CHECKING:
@@ -329,7 +330,13 @@ class SageMakerRuntime:
                         "the object does not exist."
                     )
                 else:
-                    returned: Any = await config.model(body, job.content_type, job.custom_attributes)
+                    model = config.model
+                    returned: Any
+                    if isinstance(model, ContainerModel):
+                        # a model server gets the Accept header too; the Model signature has no room
+                        returned = await model(body, job.content_type, job.custom_attributes, job.accept)
+                    else:
+                        returned = await model(body, job.content_type, job.custom_attributes)
                     if isinstance(returned, ModelResult):
                         result = returned
                     else:

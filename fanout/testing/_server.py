@@ -10,6 +10,8 @@ emulator's own: ``GET /_fanout/stats`` and ``PUT /_fanout/faults``.
 
 ``open_emulator`` runs it in-process; ``serve`` is ``fanout emulate``; ``run_emulator_process``
 starts ``python -m fanout.testing`` in a subprocess (optionally pinned to one CPU) for benchmarks.
+An endpoint whose model is a model server (``ContainerModel``, ``--model-url``) makes the emulator
+ready only once that server answers ``GET /ping`` with 200, as an endpoint is InService only then.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 from xml.sax.saxutils import escape
@@ -36,21 +39,33 @@ import anyio
 from aiohttp import web
 
 from .._exceptions import ConfigError
+from .._loop import run
+from ._container import (
+    DEFAULT_STARTUP_TIMEOUT,
+    ContainerModel,
+    ContainerNotHealthy,
+    check_startup_timeout,
+    describe,
+)
 from ._emu_config import (
+    ZERO,
     EmulatorConfig,
     EndpointConfig,
     FaultConfig,
+    Model,
     default_config,
+    default_model,
     faults_from_dict,
     load_config,
 )
+from ._emu_toml import config_to_toml
 from ._faults import FaultInjector, NotificationFaultInjector
 from ._s3 import S3Store, s3_operation
 from ._sagemaker import SageMakerRuntime, json_error
 from ._sns import SnsHub, sns_operation
 from ._sqs import SqsStore, sqs_operation
 
-__all__ = ["ENV_NAMES", "Emulator", "open_emulator", "run_emulator_process", "serve"]
+__all__ = ["ENV_NAMES", "Emulator", "open_emulator", "run_emulator_process", "serve", "with_model_url"]
 
 ACCESS_KEY_ID: Final = "AKIDFANOUTEMULATOR"
 SECRET_ACCESS_KEY: Final = "fanout-emulator-secret"
@@ -189,6 +204,8 @@ class Emulator:
         )
         self.runtime.set_early_rate(config.faults.notifications.early_rate)
         self._requests: dict[str, dict[str, int]] = {}
+        # the model servers of the endpoints, each counted once: their sessions close with the emulator
+        self._containers: list[ContainerModel] = []
         self._handlers: dict[str, Handler] = {
             "sagemaker": self.runtime.handle,
             "s3": self.s3.handle,
@@ -215,7 +232,29 @@ class Emulator:
             for subscription in topic.subscriptions:
                 self.sns.subscribe(arn, self.sqs.queue_arn(subscription.queue), raw=subscription.raw)
         for endpoint in config.endpoints:
+            self._use_model(endpoint.model)
             self.runtime.create_endpoint(endpoint)
+
+    def _use_model(self, model: Model) -> None:
+        if isinstance(model, ContainerModel) and all(model is not m for m in self._containers):
+            model.acquire()
+            self._containers.append(model)
+
+    async def _wait_for_models(self) -> None:
+        """Wait until every model server answers its ping; ``ContainerNotHealthy`` if one never does."""
+        problems: list[ContainerNotHealthy] = []
+
+        async def wait(model: ContainerModel) -> None:
+            try:
+                await model.wait_until_healthy()
+            except ContainerNotHealthy as exc:  # kept as itself, not wrapped in an exception group
+                problems.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for model in self._containers:
+                tg.start_soon(wait, model)
+        if problems:
+            raise problems[0]
 
     # ----------------------------------------------------------------------------------------------
     # public API
@@ -232,6 +271,7 @@ class Emulator:
                 self.sns.create_topic(topic)
         if endpoint.name in self.runtime.endpoint_names():
             raise ConfigError(f"endpoint {endpoint.name!r} already exists")
+        self._use_model(endpoint.model)  # not pinged: a model server added at run time is the caller's
         self.runtime.create_endpoint(endpoint)
 
     def set_faults(self, faults: FaultConfig) -> None:
@@ -378,8 +418,11 @@ class Emulator:
             {"message": f"unknown emulator path {request.method} {request.path}"}, status=404
         )
 
-    def _close(self) -> None:
+    async def _aclose(self) -> None:
         self._notification_faults.close()
+        for model in self._containers:
+            await model.release()
+        self._containers.clear()
 
 
 @asynccontextmanager
@@ -387,7 +430,9 @@ async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) 
     """Start the emulator on 127.0.0.1 (``port=0``: any free port); everything stops on exit.
 
     The workers run in a task group owned by this block. An exception raised in the block comes
-    out as itself, not wrapped in an exception group.
+    out as itself, not wrapped in an exception group. When an endpoint's model is a model server
+    (``ContainerModel``), the block is entered only once it answers ``GET /ping`` with 200, or
+    ``ContainerNotHealthy`` is raised after its ``startup_timeout``.
     """
     emu = Emulator(config if config is not None else default_config())
     # handler_cancellation: a long poll whose client hung up must not go on to take (and hide) messages.
@@ -397,6 +442,7 @@ async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) 
     await runner.setup()
     raised: BaseException | None = None
     try:
+        await emu._wait_for_models()
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
         await site.start()
         emu.endpoint_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -410,7 +456,7 @@ async def open_emulator(config: EmulatorConfig | None = None, *, port: int = 0) 
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            emu._close()
+            await emu._aclose()
             await runner.cleanup()
     if raised is not None:
         raise raised
@@ -432,7 +478,8 @@ def _describe(config: EmulatorConfig) -> list[str]:
     lines = [
         f"endpoint {e.name}: outputs {e.s3_output_path}, failures {e.s3_failure_path}, "
         f"success topic {e.success_topic}, error topic {e.error_topic}, "
-        f"{e.instance_count} x {e.max_concurrent_invocations_per_instance} workers, {_responses(e)}"
+        f"{e.instance_count} x {e.max_concurrent_invocations_per_instance} workers, {describe(e.model)}, "
+        f"{_responses(e)}"
         for e in config.endpoints
     ]
     lines.extend(
@@ -446,38 +493,126 @@ def _describe(config: EmulatorConfig) -> list[str]:
 
 
 async def _serve(config: EmulatorConfig, port: int) -> int:
+    for model in _model_servers(config):
+        print(
+            f"waiting for the model server at {model.url} to answer GET /ping with 200 "
+            f"(at most {model.startup_timeout:g} s)",
+            file=sys.stderr,
+        )
+    sys.stderr.flush()
+    code = 0
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_emulator(config, port=port) as emu:
-            for name, value in emu.env.items():
-                print(f"export {name}={shlex.quote(value)}")
-            print(READY_LINE)
-            sys.stdout.flush()
-            print(f"fanout emulator listening on {emu.endpoint_url} (seed {emu.seed})", file=sys.stderr)
-            for line in _describe(config):
-                print(f"  {line}", file=sys.stderr)
-            print("press Ctrl-C to stop", file=sys.stderr)
-            sys.stderr.flush()
-            async for _ in signals:
-                break
-    return 0
+        async with anyio.create_task_group() as tg:
+            # listening from the start, so Ctrl-C also stops the wait for a model server
+            tg.start_soon(_cancel_on_signal, signals, tg.cancel_scope)
+            try:
+                async with open_emulator(config, port=port) as emu:
+                    for name, value in emu.env.items():
+                        print(f"export {name}={shlex.quote(value)}")
+                    print(READY_LINE)
+                    sys.stdout.flush()
+                    print(
+                        f"fanout emulator listening on {emu.endpoint_url} (seed {emu.seed})", file=sys.stderr
+                    )
+                    for line in _describe(config):
+                        print(f"  {line}", file=sys.stderr)
+                    print("press Ctrl-C to stop", file=sys.stderr)
+                    sys.stderr.flush()
+                    await anyio.sleep_forever()
+            except ContainerNotHealthy as exc:
+                print(f"fanout emulate: {exc}", file=sys.stderr)
+                code = 2
+            except OSError as exc:
+                print(f"fanout emulate: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
+                code = 2
+            tg.cancel_scope.cancel()
+    return code
 
 
-def serve(*, port: int = 0, config_path: str | None = None) -> int:
-    """``fanout emulate``: print the export lines, serve until SIGINT/SIGTERM; 0, or 2 for a bad config."""
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+def _model_servers(config: EmulatorConfig) -> list[ContainerModel]:
+    models: list[ContainerModel] = []
+    for endpoint in config.endpoints:
+        model = endpoint.model
+        if isinstance(model, ContainerModel) and all(model is not m for m in models):
+            models.append(model)
+    return models
+
+
+def with_model_url(
+    config: EmulatorConfig, model_url: str | None, startup_timeout: float | None = None
+) -> EmulatorConfig:
+    """``--model-url`` and ``--model-startup-timeout`` applied to ``config``.
+
+    ``model_url`` becomes the model of every endpoint that uses the default model, and their
+    ``service_time`` becomes zero (the server's own time is the service time); ``ConfigError`` if
+    no endpoint uses the default model. ``startup_timeout`` applies to every model server.
+    """
+    if model_url is None and startup_timeout is None:
+        return config
+    try:
+        timeout = (
+            DEFAULT_STARTUP_TIMEOUT if startup_timeout is None else check_startup_timeout(startup_timeout)
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"--model-startup-timeout: {str(exc).removeprefix('startup_timeout: ')}") from None
+    try:
+        server = None if model_url is None else ContainerModel(model_url, startup_timeout=timeout)
+    except ConfigError as exc:
+        raise ConfigError(f"--model-url: {str(exc).removeprefix('url: ')}") from None
+    endpoints: list[EndpointConfig] = []
+    for endpoint in config.endpoints:
+        model = endpoint.model
+        if server is not None and model is default_model:
+            endpoint = replace(endpoint, model=server, service_time=ZERO)
+        elif startup_timeout is not None and isinstance(model, ContainerModel):
+            endpoint = replace(endpoint, model=ContainerModel(model.url, startup_timeout=timeout))
+        endpoints.append(endpoint)
+    if server is not None and all(e.model is not server for e in endpoints):
+        raise ConfigError(
+            "--model-url: no endpoint uses the default model, so none would use the model server "
+            "(the config gives each endpoint its own model)"
+        )
+    return replace(config, endpoints=tuple(endpoints))
+
+
+def serve(
+    *,
+    port: int = 0,
+    config_path: str | None = None,
+    print_config: bool = False,
+    model_url: str | None = None,
+    model_startup_timeout: float | None = None,
+) -> int:
+    """``fanout emulate``: print the export lines, serve until SIGINT/SIGTERM; 0, or 2 for a bad config.
+
+    ``print_config``: print the configuration it would serve as TOML (``config_to_toml``) and
+    return 0 at once. ``model_url``: forward the invocations of every endpoint that uses the default
+    model to that model server (``with_model_url``); the export lines wait for its ping, for at most
+    ``model_startup_timeout`` seconds (default 60), and it returns 2 if the ping never answers 200.
+    """
     try:
         config = load_config(config_path) if config_path else default_config()
     except ConfigError as exc:
         print(f"fanout emulate: invalid emulator config: {exc}", file=sys.stderr)
         return 2
-    options: dict[str, Any] = {}
     try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        options["use_uvloop"] = True
+        config = with_model_url(config, model_url, model_startup_timeout)
+        text = config_to_toml(config) if print_config else ""
+    except ConfigError as exc:
+        print(f"fanout emulate: {exc}", file=sys.stderr)
+        return 2
+    if print_config:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
     try:
-        return anyio.run(_serve, config, port, backend="asyncio", backend_options=options)
+        return run(_serve, config, port)
     except OSError as exc:
         print(f"fanout emulate: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
         return 2
@@ -493,18 +628,27 @@ def run_emulator_process(
     port: int = 0,
     timeout: float = 30.0,
     faults: Mapping[str, Any] | None = None,
+    model_url: str | None = None,
+    model_startup_timeout: float | None = None,
 ) -> Iterator[dict[str, str]]:
     """Run ``python -m fanout.testing`` in a subprocess (pinned to ``cpu`` when given) and yield its env.
 
     The env dict holds the variables of its ``export`` lines. ``faults``, in the shape
     ``PUT /_fanout/faults`` takes (``ConfigError`` if bad), replace the config's faults before the
-    env is yielded. The process gets SIGINT on exit.
+    env is yielded. ``model_url`` and ``model_startup_timeout`` are ``--model-url`` and
+    ``--model-startup-timeout``; the wait for the export lines then also allows for the startup
+    timeout. The process gets SIGINT on exit.
     """
     if faults is not None:
         faults_from_dict(faults)  # a bad value fails here, with its key path, not in the subprocess
     command = [sys.executable, "-m", "fanout.testing", "--port", str(port)]
     if config_path is not None:
         command += ["--config", str(config_path)]
+    if model_url is not None:
+        command += ["--model-url", model_url]
+        timeout += DEFAULT_STARTUP_TIMEOUT if model_startup_timeout is None else model_startup_timeout
+    if model_startup_timeout is not None:
+        command += ["--model-startup-timeout", repr(float(model_startup_timeout))]
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
         try:

@@ -80,12 +80,15 @@ async def test_fanout_scores_through_an_aioboto3_session(monkeypatch: pytest.Mon
             monkeypatch.setenv(name, value)
         small = fanout.InferenceRequest(body=b'{"n": 1}', id="small")
         large = fanout.InferenceRequest(body=b"x" * 128_001, id="large")
-        async with fanout.open_client(
-            endpoint_name=emu.env["FANOUT_ENDPOINT"],
-            tracking=fanout.SqsTracking(queue_url=emu.env["FANOUT_QUEUE_URL"], wait_time_seconds=1),
-            staging=fanout.Staging(location=emu.env["FANOUT_STAGING"]),
-            session=aioboto3.Session(),
-        ) as client, client.map([small, large]) as stream:
+        async with (
+            fanout.open_client(
+                endpoint_name=emu.env["FANOUT_ENDPOINT"],
+                tracking=fanout.SqsTracking(queue_url=emu.env["FANOUT_QUEUE_URL"], wait_time_seconds=1),
+                staging=fanout.Staging(location=emu.env["FANOUT_STAGING"]),
+                session=aioboto3.Session(),
+            ) as client,
+            client.map([small, large]) as stream,
+        ):
             outcomes = {outcome.id: outcome async for outcome in stream}
     for request in (small, large):
         outcome = outcomes[request.id]

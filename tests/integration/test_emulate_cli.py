@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from fanout import ConfigError
-from fanout.testing import run_emulator_process
+from fanout.testing import config_from_dict, default_config, load_config, run_emulator_process
 from fanout.testing._server import ENV_NAMES, READY_LINE
 
 SCRIPT = r"""
@@ -178,7 +180,7 @@ def test_a_bad_config_fails_at_start_with_a_clear_message(tmp_path: Path, conten
 def test_a_config_file_and_the_subprocess_helper(tmp_path: Path) -> None:
     config = tmp_path / "emu.toml"
     config.write_text(
-        'seed = 1\nbuckets = ["out"]\nqueues = ["done"]\n'
+        'extends = "none"\nseed = 1\nbuckets = ["out"]\nqueues = ["done"]\n'
         '[[topics]]\nname = "t"\nsubscriptions = [{queue = "done", raw = true}]\n'
         '[[endpoints]]\nname = "scorer"\ns3_output_path = "s3://out/r"\nsuccess_topic = "t"\n'
     )
@@ -212,3 +214,126 @@ def test_the_subprocess_helper_starts_with_the_faults_it_is_given() -> None:
         assert stats["notifications"]["early"] == 1
         assert stats["notifications"]["early_capped"] == 0
         assert stats["queues"]["fanout-notifications"]["sent"] == 3  # 2 TestNotifications and this one
+
+
+def test_print_config_prints_the_default_config_as_toml_that_loads_back(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fanout.testing", "--print-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert config_from_dict(tomllib.loads(result.stdout)) == default_config()
+    printed = tmp_path / "printed.toml"
+    printed.write_text(result.stdout)
+    assert load_config(printed) == default_config()
+
+
+def test_print_config_shows_what_a_partial_file_and_the_model_url_make(tmp_path: Path) -> None:
+    config = tmp_path / "partial.json"
+    config.write_text(json.dumps({"seed": 4, "faults": {"error_rate": 0.25}}))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fanout.testing",
+            "--config",
+            str(config),
+            "--model-url",
+            "http://127.0.0.1:8080",
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = tomllib.loads(result.stdout)
+    assert data["seed"] == 4
+    assert data["faults"]["error_rate"] == 0.25
+    (endpoint,) = data["endpoints"]
+    assert endpoint["name"] == "fanout-demo"
+    assert endpoint["model"] == "http://127.0.0.1:8080"
+    assert endpoint["service_time"] == {"kind": "constant", "ms": 0.0}
+
+
+def test_a_partial_config_file_adds_to_the_default_emulator(tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text(
+        '[[endpoints]]\nname = "my-model"\ns3_output_path = "s3://fanout-output/my-model"\n'
+        'success_topic = "fanout-success"\nerror_topic = "fanout-errors"\n'
+        "[faults.notifications]\nearly_rate = 1.0\n"
+    )
+    with run_emulator_process(config) as env:
+        # the file's endpoint comes first, so the exports name it; the defaults are all there
+        assert env["FANOUT_ENDPOINT"] == "my-model"
+        assert env["FANOUT_QUEUE_URL"].endswith("/123456789012/fanout-notifications")
+        assert env["FANOUT_STAGING"] == "s3://fanout-staging/inputs"
+        with urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/_fanout/stats", timeout=10) as response:
+            stats = json.load(response)
+    assert set(stats["endpoints"]) == {"my-model", "fanout-demo"}
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model-url", "localhost:8080"], "fanout emulate: --model-url: must be a model server URL"),
+        (
+            ["--model-url", "http://127.0.0.1:8080", "--model-startup-timeout", "0"],
+            "fanout emulate: --model-startup-timeout: must be a number > 0, got 0.0",
+        ),
+        (
+            ["--model-url", "http://127.0.0.1:CLOSED", "--model-startup-timeout", "0.5"],
+            "did not become healthy within 0.5 s (the last check: GET http://127.0.0.1:",
+        ),
+    ],
+)
+def test_a_model_server_that_cannot_be_used_fails_at_start(args: list[str], message: str) -> None:
+    args = [arg.replace("CLOSED", str(_closed_port())) for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "fanout.testing", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no export line for an emulator that is not ready
+    assert message in result.stderr
+
+
+def test_ctrl_c_stops_the_wait_for_the_model_server() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fanout.testing",
+            "--model-url",
+            f"http://127.0.0.1:{_closed_port()}",
+            "--model-startup-timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        # printed before the wait starts (EOF, if the process died, ends the read too)
+        assert "waiting for the model server at http://127.0.0.1:" in process.stderr.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=15)  # well before the 60 s of the startup timeout
+    assert process.returncode == 0
+    assert stdout == ""

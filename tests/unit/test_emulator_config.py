@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from hypothesis import given, strategies as st
 
 from fanout import ConfigError
 from fanout.testing import (
+    ContainerModel,
     Distribution,
     EmulatorConfig,
     EndpointConfig,
@@ -30,7 +33,10 @@ from fanout.testing import (
     faults_from_dict,
     load_config,
 )
+from fanout.testing._emu_config import config_to_data, model_error_reason
+from fanout.testing._emu_toml import config_to_toml, dumps
 from fanout.testing._faults import FaultInjector, NotificationFaultInjector, TokenBucket
+from fanout.testing._server import with_model_url
 
 
 def test_public_names_are_sorted_and_importable() -> None:
@@ -115,6 +121,12 @@ def test_json_and_toml_files_load(tmp_path: Path) -> None:
         '[[endpoints]]\nname = "ep"\ns3_output_path = "s3://out/results"\nsuccess_topic = "done"\n'
         'service_time = {kind = "uniform", low_ms = 1, high_ms = 2}\n'
     )
+    # a file applies on top of the defaults
+    on_defaults = config_from_dict(_minimal(seed=3), base=default_config())
+    assert load_config(as_json) == load_config(as_toml) == on_defaults
+    # ... unless it says otherwise
+    as_json.write_text(json.dumps(_minimal(seed=3, extends="none")))
+    as_toml.write_text('extends = "none"\n' + as_toml.read_text())
     assert load_config(as_json) == load_config(as_toml) == config_from_dict(_minimal(seed=3))
 
 
@@ -149,6 +161,40 @@ def test_json_and_toml_files_load(tmp_path: Path) -> None:
         ({"faults": {"latency": {"sqs": -3}}}, "faults.latency.sqs.ms: must be a number >= 0, got -3"),
         ({"faults": {"bogus": 1}}, "faults.bogus: unknown key (allowed: throttle, error_rate"),
         ({"colour": "red"}, "colour: unknown key (allowed: region,"),
+        ({"colour": "red"}, "staging, faults, extends)"),
+        ({"extends": "defaults"}, "extends: must be 'default' (apply on top of the defaults) or 'none'"),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "model": "ftp://host"}]},
+            "endpoints[0].model: must be a model server URL such as http://127.0.0.1:8080, got 'ftp://host'",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "model": "http://"}]},
+            "endpoints[0].model: must be a model server URL such as http://127.0.0.1:8080, got 'http://'",
+        ),
+        (
+            {
+                "endpoints": [
+                    {"name": "ep", "s3_output_path": "s3://out/r", "model": {"url": "http://h:1", "x": 1}}
+                ]
+            },
+            "endpoints[0].model.x: unknown key (allowed: url, startup_timeout)",
+        ),
+        (
+            {"endpoints": [{"name": "ep", "s3_output_path": "s3://out/r", "model": {"startup_timeout": 5}}]},
+            "endpoints[0].model.url: is required",
+        ),
+        (
+            {
+                "endpoints": [
+                    {
+                        "name": "ep",
+                        "s3_output_path": "s3://out/r",
+                        "model": {"url": "http://h:1", "startup_timeout": 0},
+                    }
+                ]
+            },
+            "endpoints[0].model.startup_timeout: must be a number > 0, got 0",
+        ),
         ({"time_scale": 0}, "time_scale: must be a number > 0, got 0"),
         ({"region": "mars"}, "region: must be an AWS region"),
         (
@@ -370,3 +416,281 @@ def test_notification_faults_lose_malform_and_duplicate_without_a_loop() -> None
         except ValueError:
             unparseable += 1
     assert unparseable >= stats["malformed"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# a file on top of the defaults
+
+
+def test_a_faults_only_file_applies_on_top_of_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({"faults": {"error_rate": 0.1, "notifications": {"early_rate": 0.5}}}))
+    config = load_config(path)
+    assert config.endpoints == default_config().endpoints
+    assert config.buckets == default_config().buckets
+    assert config.faults == FaultConfig(error_rate=0.1, notifications=NotificationFaults(early_rate=0.5))
+    # an empty file is the default configuration
+    path.write_text("{}")
+    assert load_config(path) == default_config()
+
+
+def test_a_file_that_adds_an_endpoint_keeps_the_defaults_and_comes_first(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        '[[endpoints]]\nname = "my-model"\ns3_output_path = "s3://fanout-output/my-model"\n'
+        'error_topic = "fanout-errors"\nmodel = "http://127.0.0.1:8080"\n'
+    )
+    config = load_config(path)
+    assert [e.name for e in config.endpoints] == ["my-model", "fanout-demo"]  # the exports name the first
+    mine = config.endpoints[0]
+    assert mine.model == ContainerModel("http://127.0.0.1:8080")
+    assert mine.success_topic is None and mine.instance_count == 1  # the dataclass's defaults
+    assert config.endpoints[1] == default_config().endpoints[0]
+    assert config.staging == default_config().staging
+
+
+def test_named_entries_merge_key_by_key_and_lists_keep_the_files_order() -> None:
+    config = load_config(
+        {
+            "seed": 5,
+            "buckets": ["mine", "fanout-output"],
+            "queues": ["fanout-notifications", {"name": "extra", "attributes": {"VisibilityTimeout": "5"}}],
+            "topics": [{"name": "fanout-errors", "subscriptions": [{"queue": "extra", "raw": True}]}],
+            "endpoints": [{"name": "fanout-demo", "instance_count": 1, "model": "http://127.0.0.1:9000/"}],
+        }
+    )
+    default = default_config()
+    assert config.seed == 5
+    assert config.buckets == ("mine", "fanout-output", "fanout-staging")
+    assert config.queues == (
+        QueueConfig("fanout-notifications"),
+        QueueConfig("extra", {"VisibilityTimeout": "5"}),
+    )
+    topics = {t.name: t for t in config.topics}
+    assert [t.name for t in config.topics] == ["fanout-errors", "fanout-success"]
+    assert topics["fanout-errors"].subscriptions == (SubscriptionConfig("extra", raw=True),)  # replaced
+    assert topics["fanout-success"] == next(t for t in default.topics if t.name == "fanout-success")
+    (endpoint,) = config.endpoints
+    assert endpoint.instance_count == 1
+    assert endpoint.model == ContainerModel("http://127.0.0.1:9000")
+    # every key the file did not give keeps the default's value
+    assert endpoint.max_concurrent_invocations_per_instance == 64
+    assert endpoint.s3_failure_path == "s3://fanout-output/failures"
+    assert endpoint.service_time == default.endpoints[0].service_time
+
+
+def test_errors_in_a_partial_file_name_the_files_own_key_paths() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"endpoints": [{"name": "x", "s3_output_path": "s3://nope/r"}]})
+    assert str(info.value) == (
+        "endpoints[0].s3_output_path: names an undeclared bucket (declared: fanout-output, fanout-staging), "
+        "got 'nope'"
+    )
+    with pytest.raises(ConfigError, match=r"^endpoints\[0\]\.instances: unknown key"):
+        load_config({"endpoints": [{"name": "fanout-demo", "instances": 2}]})
+    with pytest.raises(ConfigError, match=r"^endpoints\[1\]\.name: is declared twice"):
+        load_config({"endpoints": [{"name": "fanout-demo"}, {"name": "fanout-demo"}]})
+    with pytest.raises(ConfigError, match=r"^faults\.bogus: unknown key"):
+        load_config({"faults": {"bogus": 1}})
+    with pytest.raises(ConfigError, match=r"^queues: must be a list"):
+        load_config({"queues": "fanout-notifications"})
+
+
+def test_extends_none_starts_from_empty_and_config_from_dict_stays_exact() -> None:
+    assert load_config({"extends": "none"}) == EmulatorConfig()
+    assert config_from_dict({}) == EmulatorConfig()  # as before: the data is the whole configuration
+    assert config_from_dict({"extends": "default"}) == default_config()
+    base = EmulatorConfig(buckets=("bbb",))
+    assert config_from_dict({"buckets": ["aaa"]}, base=base).buckets == ("aaa", "bbb")
+
+
+# ---------------------------------------------------------------------------------------------------
+# model servers in the config
+
+
+def test_a_model_server_url_or_table_loads_as_a_container_model() -> None:
+    endpoint = {"name": "ep", "s3_output_path": "s3://out/r"}
+    config = config_from_dict(
+        {
+            "buckets": ["out"],
+            "endpoints": [
+                {**endpoint, "model": "https://models.internal:8443/v1/"},
+                {
+                    **endpoint,
+                    "name": "slow",
+                    "model": {"url": "http://127.0.0.1:8080", "startup_timeout": 600},
+                },
+            ],
+        }
+    )
+    assert config.endpoints[0].model == ContainerModel("https://models.internal:8443/v1")
+    assert config.endpoints[1].model == ContainerModel("http://127.0.0.1:8080", startup_timeout=600)
+    assert ContainerModel("http://h:1") != ContainerModel("http://h:1", startup_timeout=5)
+    assert len({ContainerModel("http://h:1/"), ContainerModel("http://h:1")}) == 1
+
+
+def test_with_model_url_replaces_the_default_model_only() -> None:
+    config = with_model_url(default_config(), "http://127.0.0.1:8080", 5)
+    (endpoint,) = config.endpoints
+    assert endpoint.model == ContainerModel("http://127.0.0.1:8080", startup_timeout=5)
+    assert endpoint.service_time == Distribution()  # the server's own time is the service time
+    assert with_model_url(default_config(), None) == default_config()
+    with pytest.raises(ConfigError, match=r"^--model-url: must be a model server URL"):
+        with_model_url(default_config(), "localhost:8080")
+    with pytest.raises(ConfigError, match=r"^--model-startup-timeout: must be a number > 0, got -1"):
+        with_model_url(default_config(), "http://127.0.0.1:8080", -1)
+    with pytest.raises(ConfigError, match=r"^--model-url: no endpoint uses the default model"):
+        with_model_url(config, "http://127.0.0.1:9000")
+    # the timeout alone applies to the model servers the config names
+    longer = with_model_url(config, None, 90)
+    assert longer.endpoints[0].model == ContainerModel("http://127.0.0.1:8080", startup_timeout=90)
+
+
+def test_the_failure_wording_is_sagemakers() -> None:
+    assert model_error_reason(500, 'out of "memory"') == (
+        'ClientError: Received server error (500) from model with message "out of \\"memory\\"". '
+        "See the SageMaker Endpoint logs in your account for more information."
+    )
+    assert model_error_reason(404, "x").startswith("ClientError: Received client error (404) from model")
+
+
+# ---------------------------------------------------------------------------------------------------
+# --print-config: the TOML writer
+
+
+def test_the_default_config_round_trips_through_toml(tmp_path: Path) -> None:
+    text = config_to_toml(default_config())
+    assert text.startswith("# The fanout emulator's configuration")
+    assert 'extends = "none"' in text
+    assert config_from_dict(tomllib.loads(text)) == default_config()
+    path = tmp_path / "printed.toml"
+    path.write_text(text)
+    assert load_config(path) == default_config()
+    # unset values are said, not dropped silently
+    assert "# seed is not set: a random seed at each start" in text
+    assert "# throttle is not set: no throttling" in text
+
+
+def test_every_key_round_trips_through_toml() -> None:
+    config = config_from_dict(
+        {
+            "region": "eu-west-1",
+            "account_id": "000000000042",
+            "seed": 9,
+            "time_scale": 0.01,
+            "buckets": ["out", "inputs"],
+            "queues": [
+                {"name": "q", "attributes": {"VisibilityTimeout": "30", "Policy": '{"a": "\\n"}'}},
+                "r",
+            ],
+            "topics": [
+                {"name": "done", "subscriptions": [{"queue": "q", "raw": True}, "r"]},
+                {"name": "silent"},
+            ],
+            "endpoints": [
+                {
+                    "name": "ep",
+                    "s3_output_path": "s3://out/results",
+                    "s3_failure_path": "s3://out/failures",
+                    "success_topic": "done",
+                    "error_topic": "done",
+                    "include_inference_response_in": [
+                        "SUCCESS_NOTIFICATION_TOPIC",
+                        "ERROR_NOTIFICATION_TOPIC",
+                    ],
+                    "instance_count": 3,
+                    "max_concurrent_invocations_per_instance": 7,
+                    "service_time": {"kind": "lognormal", "median_ms": 20, "sigma": 0.5},
+                    "model": {"url": "http://127.0.0.1:8080", "startup_timeout": 120},
+                },
+                {
+                    "name": "plain",
+                    "s3_output_path": "s3://out/plain",
+                    "service_time": {"kind": "normal", "mean_ms": 3, "stddev_ms": 1},
+                    "model": "fanout.testing._emu_config:default_model",
+                },
+                {"name": "url", "s3_output_path": "s3://out/u", "model": "http://127.0.0.1:9"},
+            ],
+            "staging": "s3://inputs/staged",
+            "faults": {
+                "throttle": {"rate": 5, "burst": 2, "per_endpoint": True},
+                "error_rate": 0.1,
+                "error_statuses": [503],
+                "drop_connection_rate": 0.01,
+                "drop_response_rate": 0.02,
+                "targets": ["sagemaker", "sqs.ReceiveMessage"],
+                "latency": {"sqs": 3, "s3.GetObject": {"kind": "exponential", "mean_ms": 2}},
+                "notifications": {
+                    "duplicate_rate": 0.1,
+                    "loss_rate": 0.2,
+                    "malformed_rate": 0.3,
+                    "delay": {"kind": "uniform", "low_ms": 1, "high_ms": 9},
+                    "reorder_window_ms": 4,
+                    "early_rate": 0.5,
+                },
+            },
+        }
+    )
+    text = config_to_toml(config)
+    assert config_from_dict(tomllib.loads(text)) == config
+    assert load_config(tomllib.loads(text)) == config  # extends = "none": the defaults stay out
+    assert '"s3.GetObject" = {kind = "exponential", mean_ms = 2}' in text  # a dotted key is quoted
+
+
+def test_a_model_without_a_name_cannot_be_printed() -> None:
+    async def closure(body: bytes, content_type: str | None, custom_attributes: str | None) -> ModelResult:
+        return ModelResult.ok(body)
+
+    config = EmulatorConfig(
+        buckets=("out",), endpoints=(EndpointConfig(name="ep", s3_output_path="s3://out/r", model=closure),)
+    )
+    with pytest.raises(ConfigError, match=r"^endpoints\[0\]\.model: has no name a file can hold"):
+        config_to_toml(config)
+    assert config_to_data(config, named_models=False)["endpoints"][0]["model"] is closure
+
+
+_SCALARS = st.text() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.booleans()
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(data=st.dictionaries(st.text(max_size=8), _VALUES, max_size=6))
+def test_dumps_writes_toml_that_loads_back(data: dict[str, Any]) -> None:
+    assert tomllib.loads(dumps(data)) == data
+
+
+def test_dumps_refuses_what_toml_cannot_hold() -> None:
+    with pytest.raises(TypeError, match="TOML cannot hold bytes"):
+        dumps({"a": b"x"})
+    assert dumps({"a": None, "b": 1}) == "# a is not set\nb = 1\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# docs/emulator.md
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
+
+
+def _blocks(kind: str) -> list[str]:
+    return re.findall(rf"^```{kind}\n(.*?)^```$", DOC.read_text(encoding="utf-8"), flags=re.M | re.S)
+
+
+def test_the_docs_show_the_default_config_as_print_config_prints_it() -> None:
+    assert config_to_toml(default_config()) in _blocks("toml")
+
+
+def test_every_config_example_in_the_docs_loads(tmp_path: Path) -> None:
+    examples = [("toml", text) for text in _blocks("toml")] + [("json", text) for text in _blocks("json")]
+    assert len(examples) >= 5
+    loaded: dict[str, list[EmulatorConfig]] = {}
+    for index, (kind, text) in enumerate(examples):
+        path = tmp_path / f"example-{index}.{kind}"
+        path.write_text(text)
+        # raises ConfigError, with the key path, for a wrong example
+        loaded.setdefault("small" if "scorer" in text else "other", []).append(load_config(path))
+    small_toml, small_json = loaded["small"]  # the one example written both ways
+    assert small_toml == small_json

@@ -272,3 +272,44 @@ def test_memory_follows_pending_ids_not_every_id_ever_sent() -> None:
     ledger.expect("late", 5.0)
     ledger.track(submission("late", deadline=5.0), now=1.0)
     assert [expired.inference_id for expired in ledger.expire(10.0)] == ["late"]
+
+
+# -- the SQS receive pacer (pure, like the ledger) ---------------------------------------------------
+
+
+def test_the_pacer_polls_back_to_back_when_idle_or_behind() -> None:
+    from fanout._tracking._sqs import ReceivePacer
+
+    pacer = ReceivePacer(4)
+    assert pacer.active(0.0) == 1
+    assert pacer.received(0, 1.0, 20.0) == 0.0  # an empty long poll: poll again at once
+    assert pacer.received(10, 2.0, 0.002) == 0.0  # a full batch: a backlog, poll again at once
+
+
+def test_the_pacer_waits_for_a_batch_to_fill_at_high_rates_and_briefly_at_low_ones() -> None:
+    from fanout._tracking._sqs import LINGER_MAX, ReceivePacer
+
+    pacer = ReceivePacer(4)
+    now = 0.0
+    for _ in range(100):  # 500 messages a second, two at a time
+        now += 0.004
+        linger = pacer.received(2, now, 0.002)
+    assert 0.012 <= linger <= 0.016  # about 8 messages apart at 500/s, less the round trip
+    slow = ReceivePacer(4)
+    now = 0.0
+    for _ in range(10):  # one message every 100 ms
+        now += 0.1
+        linger = slow.received(1, now, 0.002)
+    assert linger == LINGER_MAX - 0.002
+
+
+def test_the_pacer_adds_receivers_only_when_one_cannot_keep_up() -> None:
+    from fanout._tracking._sqs import ReceivePacer
+
+    pacer = ReceivePacer(4)
+    now = 0.0
+    for _ in range(200):  # 2,000 messages a second with a 20 ms round trip
+        now += 0.005
+        pacer.received(10, now, 0.02)
+    assert pacer.active(now) == 4  # 2 x 2,000/s x 20 ms / 10 = 8, capped at the 4 receivers
+    assert pacer.active(now + 5.0) == 1  # the rate is gone

@@ -139,7 +139,7 @@ async def test_retries_stop_at_the_total_time() -> None:
 
 
 def test_no_collapse_on_a_start_up_throttle_storm() -> None:
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     epochs = [control.on_send(0.0) for _ in range(64)]
     for epoch in epochs:
         control.on_overload(epoch, 0.002)
@@ -150,7 +150,7 @@ def test_no_collapse_on_a_start_up_throttle_storm() -> None:
 
 
 def test_too_few_sends_leave_the_rate_unpaced() -> None:
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     epoch = 0
     for _ in range(5):
         epoch = control.on_send(0.0)
@@ -159,7 +159,7 @@ def test_too_few_sends_leave_the_rate_unpaced() -> None:
 
 
 def test_one_cut_per_epoch_then_rate_follows_measurement() -> None:
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     now = 0.0
     for _ in range(3):
         epochs = [control.on_send(now) for _ in range(40)]
@@ -172,7 +172,7 @@ def test_one_cut_per_epoch_then_rate_follows_measurement() -> None:
 
 
 def test_the_rate_cut_uses_measured_sends_and_acceptances() -> None:
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     now = 0.0
     for i in range(400):  # 400 sends over 1 s, 200 of them accepted
         now = i / 400
@@ -186,7 +186,7 @@ def test_the_rate_cut_uses_measured_sends_and_acceptances() -> None:
 def test_a_stall_never_cuts_the_rate_below_half() -> None:
     # 400 sends in the last second but only 30 acceptances (the server stalled): the accepted rate
     # reads 30/s, far below the capacity, and one cut must not fall that far.
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     now = 0.0
     for i in range(400):
         now = i / 400
@@ -198,7 +198,7 @@ def test_a_stall_never_cuts_the_rate_below_half() -> None:
 
 
 def test_additive_increase_probes_back_up() -> None:
-    control = AimdControl(10, increase=0.05)
+    control = AimdControl(10, increase=0.05, slow_start=False)
     now = 0.0
     for i in range(200):
         now = i / 100
@@ -216,7 +216,7 @@ def test_additive_increase_probes_back_up() -> None:
 
 
 def test_window_never_below_one_and_rate_never_below_floor() -> None:
-    control = AimdControl(4, min_rate=2.0)
+    control = AimdControl(4, min_rate=2.0, slow_start=False)
     now = 0.0
     for _ in range(200):
         epoch = 0
@@ -237,6 +237,50 @@ def test_static_mode_ignores_signals_but_keeps_the_ceiling() -> None:
 def test_max_per_second_caps_the_adaptive_rate() -> None:
     control = AimdControl(8, max_per_second=5)
     assert control.rate == 5
+
+
+def test_slow_start_grows_the_window_and_the_rate_exponentially_until_pushed_back() -> None:
+    control = AimdControl(64, initial_window=4, initial_rate=16.0, doubling=0.05)
+    assert (control.limit, control.rate, control.slow_start) == (4, 16.0, True)
+    now = 0.0
+    successes = 0
+    while now < 0.3:  # sending as fast as allowed: the rate and the window keep doubling
+        rate = control.rate
+        assert rate is not None
+        now += 1 / rate
+        control.on_send(now)
+        control.on_success(now)
+        successes += 1
+    assert control.limit == min(64, 4 + successes)  # one more per success
+    assert control.rate is not None and control.rate > 16 * 2**4  # doubling every 50 ms
+    # The first throttle ends slow start, with one cut.
+    epoch = control.on_send(now)
+    before = control.rate
+    assert control.on_overload(epoch, now)
+    assert not control.slow_start
+    assert control.rate is not None and control.rate < before
+
+
+def test_slow_start_never_outruns_an_input_bound_sender() -> None:
+    control = AimdControl(64, initial_rate=16.0, doubling=0.05)
+    now = 0.0
+    peak = 0.0
+    for _ in range(500):  # 50 requests a second for 10 s, whatever the rate allows
+        now += 0.02
+        control.on_send(now)
+        control.on_success(now)
+        peak = max(peak, control.rate or 0.0)
+    assert peak <= 4 * 50  # never far above what is sent, not 16 * 2 ** 200
+    # Once the window is open and the rate is twice what is sent, the rate limits nothing: slow
+    # start ends unpaced, as it would without one.
+    assert (control.slow_start, control.rate, control.limit) == (False, None, 64)
+
+
+def test_an_early_throttle_in_slow_start_cuts_the_rate_it_chose() -> None:
+    control = AimdControl(64, initial_rate=16.0)
+    epoch = control.on_send(0.0)
+    assert control.on_overload(epoch, 0.01)
+    assert control.rate == pytest.approx(16.0 * 0.9)
 
 
 # ---------------------------------------------------------------- the limiter
@@ -329,7 +373,7 @@ async def test_pacing_holds_the_rate() -> None:
 
 
 def test_rate_samples_stay_within_the_measuring_window() -> None:
-    control = AimdControl(64)
+    control = AimdControl(64, slow_start=False)
     for n in range(50_000):
         now = n * 0.001
         control.on_send(now)
