@@ -26,11 +26,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="fanout benchmarks: inline vs S3, mixed sizes, the usual ways, throttling, tracking.",
+        description="fanout benchmarks: inline vs S3, mixed sizes, the usual ways, throttling, tracking, "
+        "the pipeline.",
         epilog="Run on their own, outside this suite: python -m benchmarks.faults (the fault matrix: "
         "fanout run killed with SIGKILL and resumed under every emulator fault; --quick, or minutes "
         "at its 100,000-request default), python -m benchmarks.memory [--lines N], python -m "
-        "benchmarks.dispatch, python -m benchmarks.emulator, python -m benchmarks.tracking.",
+        "benchmarks.dispatch, python -m benchmarks.emulator, python -m benchmarks.tracking, python -m "
+        "benchmarks.pipeline (the pipeline scenario on its own, with --profile).",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="size", help="under a minute each")

@@ -349,8 +349,11 @@ def run_child(
     timeout: float,
     stdout: IO[Any] | int | None = None,
     stderr: IO[Any] | int | None = None,
+    poll: float = 0.05,
 ) -> ChildUsage:
-    """Run ``command`` to its end and measure it; past ``timeout`` seconds it is killed (TimeoutError)."""
+    """Run ``command`` to its end and measure it; past ``timeout`` seconds it is killed (TimeoutError).
+
+    Its end is looked for every ``poll`` seconds, which bounds the error of ``wall``."""
     started = time.perf_counter()
     process = subprocess.Popen(
         list(command), env=None if env is None else dict(env), stdout=stdout, stderr=stderr
@@ -363,7 +366,7 @@ def run_child(
                 break
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"{shlex.join(command)} took more than {timeout:g} s")
-            time.sleep(0.05)
+            time.sleep(poll)
     except BaseException:
         process.send_signal(signal.SIGKILL)
         process.wait()

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_LATENCY", "DEFAULT_REPEAT", "SCENARIOS", "Context", "Size", 
 
 Size: TypeAlias = Literal["tiny", "quick", "full"]
 
-SCENARIOS = ("inline_vs_s3", "mixed_sizes", "usual_ways", "throttled", "tracking_cost")
+SCENARIOS = ("inline_vs_s3", "mixed_sizes", "usual_ways", "throttled", "tracking_cost", "pipeline")
 
 DEFAULT_REPEAT: dict[Size, int] = {"tiny": 1, "quick": 3, "full": 5}
 

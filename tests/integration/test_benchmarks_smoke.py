@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ("inline_vs_s3", "mixed_sizes", "usual_ways", "throttled", "tracking_cost")
-PLOTS = ("inline_vs_s3_accept_cdf.png", "inline_vs_s3_completion_cdf.png", "throttled_goodput.png")
+SCENARIOS = ("inline_vs_s3", "mixed_sizes", "usual_ways", "throttled", "tracking_cost", "pipeline")
+PLOTS = (
+    "inline_vs_s3_accept_cdf.png",
+    "inline_vs_s3_completion_cdf.png",
+    "throttled_goodput.png",
+    "pipeline_cpu.png",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -81,6 +86,7 @@ STANDALONE = {
         ["--notifications", "100", "--requests", "10", "--rate", "100", "--seconds", "0.2"],
         "# Tracking benchmark",
     ),
+    "pipeline": (["--tiny", "--repeat", "1", "--no-plots"], "# Pipeline benchmark"),
     # Exits 1 when a rate is under its target, which a size this small may be.
     "emulator": (["--repetitions", "1", "--invokes", "50", "--messages", "100"], "# Emulator throughput"),
 }
@@ -106,3 +112,20 @@ def test_standalone_benchmark_reports(name: str, tmp_path: Path) -> None:
     assert data["command"].startswith(f"python -m benchmarks.{name} ")
     if name == "memory":
         assert (data["output_lines"], data["exit_code"]) == (200, 0)
+    if name == "pipeline":
+        for side, runs in data["sides"].items():
+            assert [(r["succeeded"], r["n"]) for r in runs] == [(r["n"], r["n"]) for r in runs], side
+
+
+def test_pipeline_reports_its_goals_and_counts_every_call(results: Path) -> None:
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    pipeline = next(s for s in data["scenarios"] if s["name"] == "pipeline")
+    sides = pipeline["sides"][""]
+    for side in ("fanout run", "fanout run --journal", "fanout submit only", "bare aiobotocore loop"):
+        run = sides[side][0]
+        assert run["calls:sagemaker-runtime.InvokeEndpointAsync"] == 1.0, side
+        assert run["cpu_ms"] > 0, side
+    assert sides["fanout run"][0]["calls:sqs.ReceiveMessage"] > 0
+    report = (results / "RESULTS.md").read_text(encoding="utf-8")
+    assert "SQS ReceiveMessage calls per notification" in report
+    assert "![pipeline_cpu](pipeline_cpu.png)" in report
