@@ -23,9 +23,9 @@ from .scenarios._target import emulator_config
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog=prog,
         description="fanout benchmarks: inline vs S3, mixed sizes, the usual ways, throttling, tracking, "
         "the pipeline.",
         epilog="Run on their own, outside this suite: python -m benchmarks.faults (the fault matrix: "
@@ -91,8 +91,9 @@ def _latency(option: str | None) -> dict[str, Any]:
     return latency
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m benchmarks") -> int:
+    """The suite; ``prog`` is how it was invoked (``fanout bench`` from the CLI), for its help."""
+    args = _parser(prog).parse_args(argv)
     size: Size = args.size
     repeat = args.repeat if args.repeat is not None else DEFAULT_REPEAT[size]
     if repeat < 1:

@@ -18,6 +18,7 @@ from ._config import (
     S3Tracking as S3Tracking,
     SqsTracking as SqsTracking,
     Staging as Staging,
+    Workers as Workers,
 )
 from ._dispatch import Dispatcher as Dispatcher, DispatcherStatistics as DispatcherStatistics
 from ._exceptions import (
@@ -35,7 +36,9 @@ from ._exceptions import (
     ServiceUnreachable as ServiceUnreachable,
     StagingError as StagingError,
     TrackingError as TrackingError,
+    WorkerError as WorkerError,
 )
+from ._metrics import MetricsServer as MetricsServer, serve_metrics as serve_metrics
 from ._models import (
     MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES,
     Expired as Expired,
@@ -80,6 +83,7 @@ __all__ = [
     "InferenceRequest",
     "JournalError",
     "Limits",
+    "MetricsServer",
     "Notification",
     "Observer",
     "Outcome",
@@ -98,7 +102,10 @@ __all__ = [
     "Tracker",
     "TrackerStatistics",
     "TrackingError",
+    "WorkerError",
+    "Workers",
     "open_client",
     "open_runtime_client",
     "open_tracker",
+    "serve_metrics",
 ]

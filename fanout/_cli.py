@@ -1,4 +1,4 @@
-"""The ``fanout`` command: ``run``, ``emulate``, ``demo`` and ``bench``. Only the user interface lives here.
+"""The ``fanout`` command: ``run``, ``report``, ``emulate``, ``demo`` and ``bench``; only the user interface.
 
 Exit codes of ``fanout run`` (a contract, see the README):
 0 every request succeeded; 1 the run finished but some did not; 2 a usage or
@@ -9,6 +9,7 @@ its state).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import anyio
 
@@ -31,13 +33,18 @@ from ._config import (
     SqsTracking,
     Staging,
     Tracking,
+    Workers,
     check_payload_mode,
 )
+from ._cost import DEFAULT_REGION, CostReport, PriceTable, cost_of, load_prices
 from ._exceptions import ConfigError, FanoutError, unwrap_task_errors
 from ._jsonl import LineDefaults
+from ._logging import configure_logging
 from ._loop import run
+from ._metrics import default_registry, serve_metrics
 from ._models import RunReport
 from ._payload import validate_endpoint_name
+from ._report_command import add_report_parser, run_report
 from ._run_command import RunCommand, RunOptions, RunProgress, RunResult, count_lines
 
 __all__ = ["EXIT_ABORTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "main", "parse_run_options"]
@@ -57,8 +64,25 @@ CLI_NAMES = {
     "max_per_second": "--rate",
     "in_doubt_wait": "--resume-wait",
     "reconcile_after": "--reconcile-after",
+    "workers": "--workers",
+    "ray": "--ray",
+    "port": "--metrics-port",
+    "address": "--metrics-addr",
 }
 """The command-line flag of each library parameter, so that errors name what the user typed."""
+
+RUN_EPILOG = """\
+input: one JSON object per line, e.g.
+  {"id": "a1", "body": {"text": "hello"}}
+  {"id": "a2", "body_base64": "aGVsbG8=", "content_type": "application/octet-stream"}
+  {"id": "a3", "input_location": "s3://bucket/inputs/a3.json"}
+id: a unique string (default: the line number); exactly one of body (JSON, sent as compact
+UTF-8), body_base64 (raw bytes) or input_location; optional content_type, accept,
+custom_attributes, inference_id. Output: one JSON object per input line (id, line, status,
+result, ...). See docs/cli.md.
+"""
+
+_STATUSES = ("succeeded", "failed", "expired", "rejected")
 
 _ENV_ENDPOINT = "FANOUT_ENDPOINT"
 _ENV_QUEUE_URL = "FANOUT_QUEUE_URL"
@@ -73,6 +97,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fanout")
+    except PackageNotFoundError:  # a source checkout on sys.path, not installed
+        from . import __version__
+
+        return __version__
 
 
 def _positive_int(text: str) -> int:
@@ -95,6 +130,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int | Literal["auto"]:
+    """``--workers``: a count, or ``auto`` (one per core, or per CPU of the Ray cluster)."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _ranged_int(low: int, high: int) -> Any:
     def parse(text: str) -> int:
         try:
@@ -112,16 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fanout", description="Fan requests out to an Amazon SageMaker Async Inference endpoint."
     )
+    parser.add_argument("--version", action="version", version=f"fanout {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
         "run",
         help="score a JSONL file through an async endpoint",
         description=(
-            "Submit one InvokeEndpointAsync per input line and write one output line per input line, "
-            "in completion order. Exit codes: 0 all succeeded, 1 some did not, 2 usage or "
-            "configuration error (nothing submitted), 3 aborted."
+            "Submit one InvokeEndpointAsync per input line and write one output line per input\n"
+            "line, in completion order. Exit codes: 0 all succeeded, 1 some did not, 2 usage or\n"
+            "configuration error (nothing submitted), 3 aborted (the journal keeps its state)."
         ),
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("input", metavar="INPUT", help="JSONL requests, or - for standard input")
     run.add_argument(
@@ -159,27 +202,61 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"s3://bucket/prefix for payloads sent via S3 (default: ${_ENV_STAGING})",
     )
     run.add_argument(
-        "--max-in-flight", type=_positive_int, default=64, metavar="N", help="concurrent invokes"
+        "--max-in-flight",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="concurrent InvokeEndpointAsync calls (default: %(default)s)",
     )
     run.add_argument(
         "--max-pending",
         type=_positive_int,
         default=1_000,
         metavar="N",
-        help="accepted inferences without outcome",
+        help="accepted inferences without an outcome yet: the backpressure (default: %(default)s)",
     )
-    run.add_argument("--rate", type=_positive_float, metavar="PER_SECOND", help="cap on invokes per second")
+    run.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="PER_SECOND",
+        help="cap on invokes per second (default: none; throttles are adapted to either way)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help=(
+            "send from N worker processes (auto: one per core); --rate and --max-in-flight are "
+            "split among them (default: 1, this process)"
+        ),
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help=(
+            "run the workers as Ray actors: on a new local Ray without ADDRESS, or on the cluster at "
+            "ADDRESS (auto: the one ray.init finds); --workers then defaults to the cluster's CPUs "
+            "(needs fanout[ray])"
+        ),
+    )
     run.add_argument(
         "--journal", metavar="PATH", help="SQLite journal; rerun with it to resume after a crash"
     )
     run.add_argument(
-        "--request-ttl", type=_ranged_int(60, 21_600), metavar="SECONDS", help="RequestTTLSeconds"
+        "--request-ttl",
+        type=_ranged_int(60, 21_600),
+        metavar="SECONDS",
+        help="RequestTTLSeconds, 60 to 21,600: how long a request may wait in the endpoint's queue "
+        "(default: the service's, 21,600)",
     )
     run.add_argument(
         "--invocation-timeout",
         type=_ranged_int(1, 3_600),
         metavar="SECONDS",
-        help="InvocationTimeoutSeconds",
+        help="InvocationTimeoutSeconds, 1 to 3,600: how long the model may take "
+        "(default: the service's, 900)",
     )
     run.add_argument("--no-fetch", action="store_true", help="do not download results; write their locations")
     run.add_argument(
@@ -189,7 +266,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="send InvokeEndpointAsync through aiobotocore instead of fanout's own template and signer",
     )
     run.add_argument(
-        "--content-type", default="application/json", metavar="TYPE", help="default ContentType of every line"
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics while the run lasts (0: any free port)",
+    )
+    run.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="the address --metrics-port listens on (default: %(default)s)",
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log to stderr: -v for the run's milestones and rejections, -vv for every request",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line for log pipelines (default: text)",
+    )
+    run.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="price table for the cost block, shaped like fanout/data/prices.json (default: the shipped one)",
+    )
+    run.add_argument(
+        "--price-region",
+        default=DEFAULT_REGION,
+        metavar="REGION",
+        help="the region whose list prices the cost block uses (default: %(default)s)",
+    )
+    run.add_argument(
+        "--content-type",
+        default="application/json",
+        metavar="TYPE",
+        help="ContentType of lines that give none (default: %(default)s)",
     )
     run.add_argument(
         "--resume-wait",
@@ -240,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="how long to wait for the model server's GET /ping to answer 200 (default: 60)",
     )
+
+    add_report_parser(commands)
 
     commands.add_parser(
         "demo",
@@ -295,6 +413,14 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         raise ConfigError(f"--content-type must be a non-empty ASCII media type, got {content_type!r}")
     if args.input != "-" and not os.path.exists(args.input):
         raise ConfigError(f"the input {args.input!r} does not exist")
+    workers: Workers | None = None
+    count = None if args.workers in (None, "auto") else args.workers
+    if args.ray is not None:
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--ray needs Ray, which is not installed: pip install 'fanout[ray]'")
+        workers = Workers(count=count, ray=args.ray)
+    elif args.workers == "auto" or (count is not None and count > 1):
+        workers = Workers(count=count)
     return RunOptions(
         input=args.input,
         output=args.output,
@@ -314,6 +440,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         ),
         journal=args.journal,
         fast_path=args.fast_path,
+        workers=workers,
     )
 
 
@@ -333,25 +460,45 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def summary_dict(result: RunResult, code: int) -> dict[str, Any]:
+def cost_of_run(result: RunResult, options: RunOptions, prices: PriceTable) -> CostReport:
+    """The run's requests at list prices. The endpoint publishes a notification per inference when
+    outcomes come through SQS (so it has topics); with S3 tracking that is not known, and left out."""
+    report = result.report
+    inferences = report.inline + report.s3
+    notified = not isinstance(options.tracking, S3Tracking)
+    return cost_of(
+        report.api_calls,
+        inferences=inferences,
+        inline=report.inline,
+        prices=prices,
+        notifications=inferences if notified else 0,
+    )
+
+
+def summary_dict(result: RunResult, code: int, cost: CostReport | None = None) -> dict[str, Any]:
     return {
         "exit_code": code,
         "stopped": result.stopped,
         "statuses": dict(result.statuses),
         "earlier_runs": result.earlier,
         "resumed": result.resumed,
+        "workers": result.workers,
         "this_run": result.report.to_dict(),
+        **({"cost": cost.to_dict()} if cost is not None else {}),
     }
 
 
-def render_summary(result: RunResult, code: int, stream: TextIO) -> None:
+def render_summary(
+    result: RunResult, code: int, stream: TextIO, cost: CostReport | None = None, *, journal: bool = True
+) -> None:
     """The table printed at the end of every run (on stderr; the output may be stdout)."""
     from rich.console import Console
     from rich.table import Table
 
     report: RunReport = result.report
     console = Console(file=stream, highlight=False, soft_wrap=True)
-    title = f"fanout run: {report.total:,} outcomes in {report.elapsed:.1f} s ({report.throughput:,.0f}/s)"
+    outcomes = _count(report.total, "outcome")
+    title = f"fanout run: {outcomes} in {report.elapsed:.1f} s ({report.throughput:,.0f}/s)"
     if result.stopped:
         title += " - stopped early"
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
@@ -382,11 +529,20 @@ def render_summary(result: RunResult, code: int, stream: TextIO) -> None:
         for name, count in report.api_calls.items():
             row(name, f"{count:,}")
     console.print(table)
+    if cost is not None and cost.inferences:
+        console.print(cost.table())
+        for note in cost.notes:
+            if note.startswith(("Compute is not counted", "Not priced")):
+                console.print(note)
+    if result.workers > 1:
+        console.print(
+            f"workers: {result.workers} sent the requests; this process tracked them and wrote the output"
+        )
     if result.resumed:
-        console.print(f"resumed: tracked {result.resumed:,} requests sent by an earlier run")
+        console.print(f"resumed: tracked {_count(result.resumed, 'request')} sent by an earlier run")
     if report.resends:
         console.print(
-            f"re-sent: {report.resends:,} requests in doubt were sent again under the same inference id; "
+            f"re-sent: {_count(report.resends, 'request')} in doubt sent again under the same inference id; "
             "the endpoint may have run them twice (each has one output line; --at-most-once avoids this)"
         )
     if result.in_doubt_wait is not None:
@@ -400,7 +556,11 @@ def render_summary(result: RunResult, code: int, stream: TextIO) -> None:
             )
         console.print(note)
     if result.stopped:
-        console.print("stopped: rerun the same command with the same --journal to finish")
+        console.print(
+            "stopped: rerun the same command to finish; the journal skips what is done"
+            if journal
+            else "stopped: without --journal, a rerun starts again from the first line"
+        )
     console.print(f"exit code {code}")
 
 
@@ -408,63 +568,101 @@ def render_summary(result: RunResult, code: int, stream: TextIO) -> None:
 
 
 class _Display:
-    """The progress bar on stderr, refreshed a few times a second from ``batch.progress()``."""
+    """The progress display on stderr, refreshed four times a second from ``batch.progress()``.
+
+    Two lines: the bar with done/total, the rate, the elapsed time and the ETA (for stdin, where
+    the total is unknown, the count, the rate and the elapsed time); then the outcomes, labelled as
+    in the summary, and what is in flight against the adaptive cap ("of 64 allowed": the
+    controller's window, which throttling lowers and success raises, up to --max-in-flight).
+    When the run ends, a last frame shows the final counts.
+    """
 
     def __init__(self, batch: RunCommand, *, enabled: bool) -> None:
         self._batch = batch
         self._enabled = enabled
-        self._progress: Any = None
+        self._live: Any = None
 
     def note(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message)
+        if self._live is not None:
+            self._live.console.print(message)
         else:
             print(message, file=sys.stderr, flush=True)
 
     async def run(self) -> None:
         if not self._enabled:
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.console import Console, Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.text import Text
 
         total = await anyio.to_thread.run_sync(count_lines, self._batch.options.input, abandon_on_cancel=True)
-        progress = Progress(
-            TextColumn("[bold]fanout"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-            console=Console(file=sys.stderr),
-            transient=False,
-        )
-        self._progress = progress
-        task = progress.add_task("run", total=total, detail="")
-        last_throttles, last_time = 0, time.monotonic()
-        throttle_rate = 0.0
-        with progress:
+        bar = Progress(TextColumn("[bold]fanout"), BarColumn(), TextColumn("{task.description}"))
+        task = bar.add_task("", total=total)
+        detail = Text()
+        clock = _Rate()
+        with Live(Group(bar, detail), console=Console(file=sys.stderr), refresh_per_second=4) as live:
+            self._live = live
             try:
                 while True:
-                    snapshot = self._batch.progress()
-                    now = time.monotonic()
-                    if now - last_time >= 1.0:
-                        throttle_rate = (snapshot.throttles - last_throttles) / (now - last_time)
-                        last_throttles, last_time = snapshot.throttles, now
-                    progress.update(
-                        task,
-                        completed=sum(snapshot.completed.values()) + snapshot.earlier,
-                        detail=_detail(snapshot, throttle_rate),
-                    )
+                    self._draw(bar, task, detail, clock, total)
                     await anyio.sleep(0.25)
             finally:
-                self._progress = None
+                self._draw(bar, task, detail, clock, total)  # the last frame: the final counts
+                live.refresh()
+                self._live = None
+
+    def _draw(self, bar: Any, task: Any, detail: Any, clock: _Rate, total: int | None) -> None:
+        snapshot = self._batch.progress()
+        done = sum(snapshot.completed.values()) + snapshot.earlier
+        rate, throttle_rate = clock.update(done - snapshot.earlier, snapshot.throttles)
+        elapsed = _clock_time(clock.elapsed)
+        if total is None:
+            head = f"{done:,} done · {rate:,.0f}/s · elapsed {elapsed}"
+        else:
+            left = max(total - done, 0)
+            eta = _clock_time(left / rate) if rate > 0 and left else ("0:00:00" if not left else "-:--:--")
+            head = f"{done:,}/{total:,} · {rate:,.0f}/s · elapsed {elapsed} · ETA {eta}"
+        bar.update(task, completed=done, description=head)
+        detail.plain = _detail(snapshot, throttle_rate)
+
+
+class _Rate:
+    """Outcomes and throttles per second, over the last few seconds."""
+
+    _WINDOW = 5.0
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._samples: list[tuple[float, int, int]] = []
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def update(self, done: int, throttles: int) -> tuple[float, float]:
+        now = time.monotonic()
+        self._samples.append((now, done, throttles))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._WINDOW:
+            self._samples.pop(0)
+        then, done_then, throttles_then = self._samples[0]
+        span = now - then
+        if span <= 0:
+            return 0.0, 0.0
+        return (done - done_then) / span, (throttles - throttles_then) / span
+
+
+def _clock_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _detail(snapshot: RunProgress, throttle_rate: float) -> str:
-    completed = sum(snapshot.completed.values())
-    not_ok = completed - snapshot.completed.get("succeeded", 0)
+    completed = snapshot.completed
+    counts = " · ".join(f"{status} {completed.get(status, 0):,}" for status in _STATUSES)
     detail = (
-        f"submitted {snapshot.submitted:,} · accepted {snapshot.accepted:,} · completed {completed:,} · "
-        f"failed {not_ok:,} · throttles {throttle_rate:.1f}/s · limit {snapshot.current_limit}"
+        f"{counts} · in flight {snapshot.in_flight:,} of {snapshot.current_limit:,} allowed · "
+        f"throttled {throttle_rate:,.1f}/s"
     )
     if snapshot.in_doubt and snapshot.in_doubt_until is not None:
         until = datetime.fromtimestamp(snapshot.in_doubt_until).strftime("%H:%M:%S")
@@ -475,8 +673,20 @@ def _detail(snapshot: RunProgress, throttle_rate: float) -> str:
 # -- running ----------------------------------------------------------------------------------------
 
 
-async def _execute(batch: RunCommand, display: _Display) -> tuple[RunResult | None, bool]:
-    """Run the batch with Ctrl-C handling; returns (result, aborted)."""
+async def _execute(
+    batch: RunCommand, display: _Display, metrics: tuple[Any, int, str] | None = None
+) -> tuple[RunResult | None, bool]:
+    """Run the batch with Ctrl-C handling, serving ``metrics`` (registry, port, address) meanwhile;
+    returns (result, aborted)."""
+    async with AsyncExitStack() as stack:
+        if metrics is not None:
+            registry, port, address = metrics
+            server = await stack.enter_async_context(serve_metrics(registry, port=port, address=address))
+            display.note(f"serving metrics on {server.url}")
+        return await _execute_run(batch, display)
+
+
+async def _execute_run(batch: RunCommand, display: _Display) -> tuple[RunResult | None, bool]:
     stop = anyio.Event()
     aborted = False
     result: RunResult | None = None
@@ -513,26 +723,52 @@ async def _execute(batch: RunCommand, display: _Display) -> tuple[RunResult | No
     return result, aborted or result is None
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 outcome``, ``2 outcomes``: every count a message shows, with its noun in the right number."""
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _message(exc: FanoutError) -> str:
     return exc.naming(CLI_NAMES) if isinstance(exc, ConfigError) else str(exc)
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose, args.log_format)
     try:
         options = parse_run_options(args)
-        batch = RunCommand(options)
+        prices = load_prices(args.prices, args.price_region)
+        registry = default_registry() if args.metrics_port is not None else None
+        batch = RunCommand(options, registry=registry)
     except FanoutError as exc:
         print(f"fanout run: error: {_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     show_progress = not args.quiet and not args.json_summary and sys.stderr.isatty()
     display = _Display(batch, enabled=show_progress)
     try:
-        result, aborted = run(_execute, batch, display)
+        metrics = (registry, args.metrics_port, args.metrics_addr) if registry is not None else None
+        result, aborted = run(_execute, batch, display, metrics)
     except FanoutError as exc:
+        if not batch.accepted_any:
+            print(f"fanout run: error: {_message(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        # Mid-run: what finished is written; say so, then what stopped the run, as Ctrl-C does.
+        if batch.partial is not None:
+            _print_summary(args, batch.partial, EXIT_ABORTED, cost_of_run(batch.partial, options, prices))
         print(f"fanout run: error: {_message(exc)}", file=sys.stderr)
-        return EXIT_ABORTED if batch.accepted_any else EXIT_USAGE
+        return EXIT_ABORTED
     except KeyboardInterrupt:
         print("fanout run: aborted", file=sys.stderr)
+        return EXIT_ABORTED
+    except BrokenPipeError:
+        # The reader of the output went away (``| head``): stop quietly, as Unix tools do. Point
+        # stdout at /dev/null so that the interpreter's last flush does not fail again.
+        _silence_stdout()
         return EXIT_ABORTED
     except Exception:
         traceback.print_exc()
@@ -545,11 +781,15 @@ def _run_command(args: argparse.Namespace) -> int:
         )
         return EXIT_ABORTED
     code = exit_code(result)
-    if args.json_summary:
-        print(json.dumps(summary_dict(result, code)), file=sys.stderr)
-    elif not args.quiet:
-        render_summary(result, code, sys.stderr)
+    _print_summary(args, result, code, cost_of_run(result, options, prices))
     return code
+
+
+def _print_summary(args: argparse.Namespace, result: RunResult, code: int, cost: CostReport) -> None:
+    if args.json_summary:
+        print(json.dumps(summary_dict(result, code, cost)), file=sys.stderr)
+    elif not args.quiet:
+        render_summary(result, code, sys.stderr, cost, journal=args.journal is not None)
 
 
 def _bench(arguments: Sequence[str]) -> int:
@@ -566,7 +806,7 @@ def _bench(arguments: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return bench(list(arguments))
+    return bench(list(arguments), prog="fanout bench")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -581,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "run":
         return _run_command(args)
+    if args.command == "report":
+        return run_report(args)
     if args.command == "emulate":
         from .testing._server import serve
 

@@ -24,12 +24,13 @@ its feeder; ``as_completed`` owns no task; nothing spawns into a task group it w
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import anyio
 from anyio.abc import TaskStatus
@@ -47,18 +48,27 @@ from ._config import (
     SqsTracking,
     Staging,
     Tracking,
+    Workers,
     check_payload_mode,
 )
 from ._dispatch import Dispatcher, DispatcherStatistics
 from ._exceptions import ConfigError, unwrap_task_errors
 from ._fastpath import FastInvoker
+from ._fastsqs import FastSqs
+from ._metrics import metrics_for
 from ._models import InferenceRequest, Outcome, Rejected, RunReport, Submission
 from ._report import ReportBuilder
 from ._tracking import Tracker, TrackerStatistics
+from ._workers import Launcher, WorkerPool, open_launcher
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Acknowledge", "Client", "ClientStatistics", "Handle", "Observer", "OutcomeStream", "open_client"]
 
 Acknowledge: TypeAlias = Literal["auto", "manual"]
+
+log = logging.getLogger("fanout.client")
 
 _FETCH_CONCURRENCY = 16
 _DELETE_CONCURRENCY = 4
@@ -84,6 +94,40 @@ class Observer(Protocol):
 
     def handed_over(self, outcome: Outcome) -> None:
         """The outcome was handed over to the caller."""
+
+
+class _Observers:
+    """Several observers heard as one, each hook in turn in the order given (``sending`` awaits
+    each before the next, so all of them before the request is sent)."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self._observers = tuple(observers)
+
+    async def sending(self, inference_id: str, deadline: float) -> None:
+        for observer in self._observers:
+            await observer.sending(inference_id, deadline)
+
+    def unsent(self, inference_id: str) -> None:
+        for observer in self._observers:
+            observer.unsent(inference_id)
+
+    def accepted(self, submission: Submission) -> None:
+        for observer in self._observers:
+            observer.accepted(submission)
+
+    def handed_over(self, outcome: Outcome) -> None:
+        for observer in self._observers:
+            observer.handed_over(outcome)
+
+
+def _observe_all(*observers: Observer | None) -> Observer | None:
+    """One observer for those given (``None`` for none): the caller's first, then the metrics."""
+    present = [observer for observer in observers if observer is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return _Observers(present)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +252,8 @@ class Client:
         observer: Observer | None = None,
         acknowledge: Acknowledge = "auto",
         api_calls: Counter[str] | None = None,
+        fast_path: bool = True,
+        workers: tuple[int, Launcher] | None = None,
     ) -> None:
         if acknowledge not in ("auto", "manual"):
             raise ConfigError(f"must be 'auto' or 'manual', got {acknowledge!r}", field="acknowledge")
@@ -224,20 +270,41 @@ class Client:
             fetch_concurrency=_FETCH_CONCURRENCY,
             max_pending=limits.max_pending,
         )
-        self._dispatcher = Dispatcher(
-            endpoint_name=endpoint_name,
-            runtime=runtime,
-            s3=s3,
-            limits=limits,
-            retry=retry,
-            payload=payload,
-            staging=staging,
-            pending=self._pending,
-            expect=self._expect,
-            forget=self._forget,
-            accepted=self._accepted,
-            grace_period=_grace_period(tracking),
-        )
+        self._pool: WorkerPool | None = None
+        self._dispatcher: Dispatcher | WorkerPool
+        if workers is not None:
+            count, launch = workers
+            self._dispatcher = self._pool = WorkerPool(
+                endpoint_name=endpoint_name,
+                count=count,
+                launch=launch,
+                s3=s3,
+                limits=limits,
+                retry=retry,
+                payload=payload,
+                staging=staging,
+                fast_path=fast_path,
+                pending=self._pending,
+                expect=self._expect,
+                forget=self._forget,
+                accepted=self._accepted,
+                grace_period=_grace_period(tracking),
+            )
+        else:
+            self._dispatcher = Dispatcher(
+                endpoint_name=endpoint_name,
+                runtime=runtime,
+                s3=s3,
+                limits=limits,
+                retry=retry,
+                payload=payload,
+                staging=staging,
+                pending=self._pending,
+                expect=self._expect,
+                forget=self._forget,
+                accepted=self._accepted,
+                grace_period=_grace_period(tracking),
+            )
         self._slots: dict[str, _Slot] = {}
         self._completed: Counter[str] = Counter()
         self._deletions_send, self._deletions_receive = anyio.create_memory_object_stream[Submission](
@@ -247,6 +314,11 @@ class Client:
     @property
     def endpoint_name(self) -> str:
         return self._dispatcher.endpoint_name
+
+    @property
+    def workers(self) -> int:
+        """How many processes send: 1 is this one; more are worker processes or Ray actors."""
+        return self._pool.count if self._pool is not None else 1
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -340,12 +412,13 @@ class Client:
                 self._tracker.acknowledge(outcome.inference_id)
 
     def statistics(self) -> ClientStatistics:
+        api_calls = self._api_calls if self._pool is None else self._api_calls + self._pool.api_calls()
         return ClientStatistics(
             dispatcher=self._dispatcher.statistics(),
             tracker=self._tracker.statistics(),
             outstanding=len(self._slots),
             completed=dict(self._completed),
-            api_calls=dict(self._api_calls),
+            api_calls=dict(api_calls),
         )
 
     # -- the dispatcher's hooks ------------------------------------------------------------------------
@@ -408,6 +481,13 @@ class Client:
                 continue  # forgotten meanwhile: nobody waits for it
             slot.outcome = outcome
             slot.event.set()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "outcome of %s: %s",
+                    outcome.inference_id,
+                    outcome.status,
+                    extra={"id": outcome.id, "inference_id": outcome.inference_id},
+                )
             if slot.stream is None:
                 self._hand_over(slot)  # a Handle: handed over as soon as it is done
                 continue
@@ -479,6 +559,8 @@ async def open_client(
     observer: Observer | None = None,
     acknowledge: Acknowledge = "auto",
     fast_path: bool = True,
+    workers: Workers | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client for the async endpoint ``endpoint_name``.
 
@@ -491,7 +573,23 @@ async def open_client(
     each notification on the queue until ``client.acknowledge(outcome)``, for callers that store
     outcomes durably. ``fast_path`` sends InvokeEndpointAsync with fanout's own request template and
     botocore's signer over one aiohttp connector (a third of aiobotocore's CPU per call, the same
-    wire request); ``False`` sends it through aiobotocore like every other call.
+    wire request), and the tracker's ReceiveMessage, DeleteMessageBatch and
+    ChangeMessageVisibilityBatch the same way; ``False`` sends them through aiobotocore like every
+    other call. ``workers`` sends
+    from worker processes (or Ray actors) instead of this one, each with its share of
+    ``max_in_flight`` and ``max_per_second``; the client still deals, tracks and owns
+    ``max_pending`` (see ``Workers``). Workers make their AWS clients from the standard
+    configuration where they run, not from ``session``.
+
+    ``registry`` (a prometheus_client ``CollectorRegistry``; needs ``pip install 'fanout[metrics]'``)
+    exposes the client's Prometheus metrics (``fanout_*``) on it: pass ``prometheus_client.REGISTRY``
+    for the default registry, or a registry of your own (serve it with ``serve_metrics``). The
+    default, ``None``, exposes nothing: a library that registers on the process-wide registry
+    unasked surprises its host (its names appear in the host's scrapes, and a second client, or a
+    test that opens many, would have to share them), and whether metrics appear should not depend
+    on whether some other package pulled prometheus-client in. Clients that share a registry are
+    summed; when the block ends, the client's gauges leave and its counts stay in the counters (see
+    ``docs/observability.md``).
 
     Checks before it returns: the region, credentials, the queue and the staging bucket
     (``ConfigError``, ``CredentialsError``, ``QueueNotFound``, ``BucketNotFound``). Leaving the
@@ -501,6 +599,7 @@ async def open_client(
 
     sqs_part, s3_part = _parts(tracking)
     check_payload_mode(payload, staging)
+    metrics = metrics_for(registry) if registry is not None else None
     session = ensure_session(session)
     api_calls: Counter[str] = Counter()
     async with AsyncExitStack() as stack:
@@ -510,9 +609,14 @@ async def open_client(
             count_calls(client, api_calls)
             return client
 
-        runtime = await aws("sagemaker-runtime", runtime_client_config(limits))
-        if fast_path:
-            runtime = await stack.enter_async_context(FastInvoker(runtime, counter=api_calls))
+        launcher: tuple[int, Launcher] | None = None
+        runtime = None
+        if workers is not None:
+            launcher = await stack.enter_async_context(open_launcher(workers))
+        else:
+            runtime = await aws("sagemaker-runtime", runtime_client_config(limits))
+            if fast_path:
+                runtime = await stack.enter_async_context(FastInvoker(runtime, counter=api_calls))
         s3 = sqs = None
         if staging is not None or s3_part is not None or fetch:
             pool = _FETCH_CONCURRENCY + _DELETE_CONCURRENCY
@@ -520,7 +624,12 @@ async def open_client(
             pool += s3_part.max_concurrency if s3_part is not None else 0
             s3 = await aws("s3", AioConfig(max_pool_connections=pool))
         if sqs_part is not None:
-            sqs = await aws("sqs", AioConfig(max_pool_connections=sqs_part.receivers + 8))
+            # botocore's retries off, on both paths: the tracker retries its SQS calls itself
+            # (call_with_retry), and the two would multiply.
+            retries = {"mode": "standard", "total_max_attempts": 1}
+            sqs = await aws("sqs", AioConfig(max_pool_connections=sqs_part.receivers + 8, retries=retries))
+            if fast_path:
+                sqs = await stack.enter_async_context(FastSqs(sqs, counter=api_calls))
         client = Client(
             endpoint_name=endpoint_name,
             tracking=tracking,
@@ -532,14 +641,21 @@ async def open_client(
             payload=payload,
             staging=staging,
             fetch=fetch,
-            observer=observer,
+            observer=_observe_all(observer, metrics.observer if metrics is not None else None),
             acknowledge=acknowledge,
             api_calls=api_calls,
+            fast_path=fast_path,
+            workers=launcher,
         )
-        await client._dispatcher.check()
+        if metrics is not None:
+            metrics.attach(client)
+            stack.callback(metrics.detach, client)
         await client._tracker.check()
         with unwrap_task_errors():
             async with anyio.create_task_group() as tg:
+                if client._pool is not None:
+                    await tg.start(client._pool.run)  # the workers check what they use as they start
+                await client._dispatcher.check()
                 await tg.start(client._serve)
                 try:
                     yield client

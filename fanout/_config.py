@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeAlias
 
 from ._exceptions import ConfigError
@@ -29,9 +29,11 @@ __all__ = [
     "SqsTracking",
     "Staging",
     "Tracking",
+    "Workers",
     "check_payload_mode",
     "inference_deadline",
     "parse_s3_uri",
+    "share_limits",
 ]
 
 PayloadMode: TypeAlias = Literal["auto", "inline", "s3"]
@@ -118,6 +120,44 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def share_limits(limits: Limits, workers: int) -> Limits:
+    """One worker's share of ``limits`` when ``workers`` send side by side: the in-flight cap and
+    the rate are split (rounded up, so no share is zero), and ``max_pending`` is not, because the
+    client that deals the requests owns it for all of them."""
+    return replace(
+        limits,
+        max_in_flight=max(1, math.ceil(limits.max_in_flight / workers)),
+        max_per_second=None if limits.max_per_second is None else limits.max_per_second / workers,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workers:
+    """Send from several worker processes, or Ray actors, instead of the client's own process.
+
+    The client keeps tracking, the limits it owns (``max_pending``) and every hook; each worker
+    runs a dispatcher with its share of ``max_in_flight`` and ``max_per_second``
+    (``share_limits``), adapting to throttling on its own.
+
+    ``count`` is the number of workers; ``None`` means one per core of this machine (of the Ray
+    cluster, with ``ray``). ``ray`` runs them as Ray actors: ``"local"`` starts a Ray of its own on
+    this machine, ``"auto"`` joins the cluster ``ray.init`` finds (``RAY_ADDRESS``, or one already
+    running here), and anything else is a cluster address (``ray://host:10001``, ``host:6379``).
+    """
+
+    count: int | None = None
+    ray: str | None = None
+
+    def __post_init__(self) -> None:
+        count = self.count
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ConfigError(
+                f"must be an integer of 1 or more (or None: one per core), got {count!r}", field="workers"
+            )
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
+            raise ConfigError(f"must be 'local', 'auto' or a cluster address, got {self.ray!r}", field="ray")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ._client import open_client
 from ._config import Limits, PayloadMode, SqsTracking, Staging
+from ._cost import COMPUTE_NOTE, CostReport, cost_of, format_money, load_prices
 from ._loop import run
 from ._models import MAX_INLINE_BODY_BYTES, InferenceRequest, RunReport
 
@@ -120,6 +121,19 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f} ms"
 
 
+def _cost(report: RunReport) -> CostReport:
+    inferences = report.inline + report.s3
+    prices = load_prices()
+    return cost_of(
+        report.api_calls, inferences=inferences, inline=report.inline, prices=prices, notifications=inferences
+    )
+
+
+def _per_thousand_cost(cost: CostReport) -> str:
+    per_1000 = cost.per_1000_inferences
+    return "-" if per_1000 is None else format_money(per_1000, cost.currency)
+
+
 def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdout) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -131,6 +145,7 @@ def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdo
     table.add_column("")
     table.add_column("inline (auto)", justify="right")
     table.add_column("all S3", justify="right")
+    inline_cost, s3_cost = _cost(inline), _cost(s3)
     rows = [
         ("throughput", f"{inline.throughput:,.0f}/s", f"{s3.throughput:,.0f}/s"),
         ("p50 to completion", _ms(inline.p50), _ms(s3.p50)),
@@ -139,6 +154,7 @@ def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdo
         ("S3 PUTs / 1,000", _per_thousand(inline, "s3.PutObject"), _per_thousand(s3, "s3.PutObject")),
         ("sent inline / via S3", f"{inline.inline:,} / {inline.s3:,}", f"{s3.inline:,} / {s3.s3:,}"),
         ("succeeded", f"{inline.succeeded:,}", f"{s3.succeeded:,}"),
+        ("request cost / 1,000", _per_thousand_cost(inline_cost), _per_thousand_cost(s3_cost)),
     ]
     for row in rows:
         table.add_row(*row)
@@ -149,6 +165,12 @@ def print_comparison(inline: RunReport, s3: RunReport, stream: TextIO = sys.stdo
         "SQS ~6 ms (lognormal)."
     )
     console.print(INCLUDED_LINE)
+    if inline_cost.total < s3_cost.total:
+        console.print(
+            f"At {inline_cost.region} list prices of {inline_cost.prices_taken}, sending inline saved "
+            f"{format_money(s3_cost.total - inline_cost.total, inline_cost.currency)} per "
+            f"{inline.total:,} requests in S3 PUTs and GETs. {COMPUTE_NOTE}"
+        )
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ The dispatcher never makes an AWS client: it takes a ready sagemaker-runtime cli
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -66,6 +67,8 @@ from ._retry import AdaptiveLimiter, Permit, classify, continue_retrying, delive
 from ._staging import Stager
 
 __all__ = ["Dispatcher", "DispatcherStatistics"]
+
+log = logging.getLogger("fanout.dispatch")
 
 _HALT_GRACE = 5.0
 """After a run-level error, how long the attempts already on the wire may take to be answered."""
@@ -263,6 +266,12 @@ class Dispatcher:
                         receive.close()
         finally:
             self._halted = False
+
+    def halt(self) -> None:
+        """Stop sending, as after a run-level error elsewhere: no attempt starts any more (retries
+        included), and what is on the wire is still answered. ``submit_all`` then ends once its
+        source does; for a request that will not be sent, ``forget`` says so."""
+        self._halted = True
 
     def release(self, result: Submission | Rejected) -> None:
         """Give back the ``max_pending`` token ``result`` holds, once it has been handed over (for a
@@ -486,6 +495,14 @@ class Dispatcher:
             staged=plan.needs_staging,
             in_doubt=response is None,
         )
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: build nothing when it is off
+            log.debug(
+                "accepted %s %s after %d attempts",
+                submission.inference_id,
+                "in doubt" if submission.in_doubt else f"via {submission.route}",
+                submission.attempts,
+                extra={"id": submission.id, "inference_id": submission.inference_id},
+            )
         self._accepted_hook(submission)
         return submission
 
@@ -501,6 +518,12 @@ class Dispatcher:
         submitted_at: float | None = None,
     ) -> Rejected:
         self._rejected += 1
+        log.info(
+            "rejected %s: %s",
+            request.id or inference_id or request.inference_id,
+            reason,
+            extra={"id": request.id, "inference_id": inference_id or request.inference_id},
+        )
         return Rejected(
             reason=reason,
             inference_id=inference_id or request.inference_id,
@@ -582,9 +605,11 @@ class Dispatcher:
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         if exc is not None:
-            self._retries[classify(exc)] += 1
+            kind = classify(exc)
+            self._retries[kind] += 1
             if delivery_of(exc) == "unknown":
                 self._resends += 1
+            log.debug("retrying after a %s error (attempt %d): %s", kind, state.attempt_number, describe(exc))
 
 
 async def _source(

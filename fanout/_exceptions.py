@@ -15,6 +15,7 @@ impossible or pointless, are exceptions::
     ├── TrackingError                         the completion channel itself is broken
     │   └── QueueNotFound                     the SQS queue does not exist
     ├── JournalError                          the resume journal is unreadable or belongs to another run
+    ├── WorkerError                           a worker process or Ray actor died, or could not start
     └── InferenceError                        raised by ``Outcome.unwrap()`` only: an inference failed
         ├── InferenceRejected                 never accepted (bad input, or retries ran out)
         ├── InferenceFailed                   the model failed; carries ``failure_reason``
@@ -51,6 +52,7 @@ __all__ = [
     "ServiceUnreachable",
     "StagingError",
     "TrackingError",
+    "WorkerError",
     "error_code",
     "http_status",
     "map_aws_errors",
@@ -60,7 +62,21 @@ __all__ = [
 
 
 class FanoutError(Exception):
-    """Base class of every exception fanout raises."""
+    """Base class of every exception fanout raises.
+
+    It pickles with its message and attributes as they are, whatever the subclass's ``__init__``
+    takes, so an error raised in a worker process or Ray actor arrives in the driver unchanged.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[FanoutError], args: tuple[Any, ...], state: dict[str, Any]) -> FanoutError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(FanoutError, ValueError):
@@ -123,6 +139,10 @@ class QueueNotFound(TrackingError):
 
 class JournalError(FanoutError):
     """The resume journal cannot be used."""
+
+
+class WorkerError(FanoutError):
+    """A worker (a process of ``--workers``, or a Ray actor of ``--ray``) died or could not start."""
 
 
 class InferenceError(FanoutError):
@@ -251,13 +271,15 @@ def unwrap_task_errors() -> Iterator[None]:
 
     A task group wraps what its tasks raise, together with the cancellations that error caused in
     the siblings. When exactly one real error remains it is raised unwrapped, so callers can write
-    ``except QueueNotFound``; several real errors stay in their group.
+    ``except QueueNotFound``. Several run-level errors at once (the service went away, and every
+    task that calls it says so) are one problem: the first is raised. Anything else stays in its
+    group, because an error that is not fanout's is a bug and must not be hidden.
     """
     try:
         yield
     except BaseExceptionGroup as group:
         errors = _real_errors(group)
-        if len(errors) == 1:
+        if len(errors) == 1 or (errors and all(isinstance(error, FanoutError) for error in errors)):
             raise errors[0] from None
         raise
 

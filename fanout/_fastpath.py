@@ -1,23 +1,26 @@
-"""A fast path for ``InvokeEndpointAsync``: botocore's wire request, without botocore's per-call machinery.
+"""Fast paths for fanout's hot AWS calls: botocore's wire request, without botocore's per-call machinery.
 
-Submitting is fanout's hot path. Through aiobotocore a call costs about 0.66 ms of CPU, most of it
-spent on work whose result is the same for every call of a run: the event hooks, rebuilding the
-User-Agent, resolving the endpoint ruleset, choosing a signer, rederiving the SigV4 key, walking the
-model to serialize and to parse. ``FastInvoker`` does that work once per client and keeps only what
-varies per call, so a call costs little more than the aiohttp POST itself. Everything else (S3, SQS,
-other operations) stays on aiobotocore.
+Submitting is fanout's hot path, and tracking by SQS its second. Through aiobotocore a call costs
+0.6 to 1.1 ms of CPU, most of it spent on work whose result is the same for every call of a run: the
+event hooks, rebuilding the User-Agent, resolving the endpoint ruleset, choosing a signer,
+rederiving the SigV4 key, walking the model to serialize and to parse. A fast path does that work
+once per client and keeps only what varies per call, so a call costs little more than the aiohttp
+POST itself. This module holds the machinery they share (``_FastClient``) and ``FastInvoker``, the
+fast path for ``InvokeEndpointAsync`` (rest-json); ``_fastsqs.FastSqs`` is the one for the SQS
+tracker's three hot calls (json). Every other call stays on aiobotocore.
 
 **What is templated** (built once, from the client's own model and configuration):
 
-- the URL: botocore's rest-json serializer renders ``/endpoints/{EndpointName}/async-invocations``
-  (its URI escaping) and ``prepare_request_dict`` joins it to the endpoint the client's ruleset
-  resolves; cached per endpoint name, with the canonical path that SigV4 derives from it;
+- the URL: botocore's serializer renders the operation's path (for InvokeEndpointAsync
+  ``/endpoints/{EndpointName}/async-invocations``, with its URI escaping) and
+  ``prepare_request_dict`` joins it to the endpoint the client's ruleset resolves; cached per
+  endpoint name, with the canonical path that SigV4 derives from it;
 - the header members: for each input member with ``location: header``, its wire name and its
   botocore conversion (``str(value)`` for strings and integers); ``Body`` is the raw payload;
 - the constant headers: the User-Agent the client would build (client features only), the
   ``amz-sdk-request`` value of a first attempt, ``Accept-Encoding: identity``;
 - the signer: the signature version, signing name and region that the client's ``choose-signer``
-  handlers and endpoint ruleset pick;
+  handlers and endpoint ruleset pick, per operation;
 - the transport: one aiohttp ``ClientSession`` on one connector, made by the client's own
   ``AIOHTTPSession._create_connector`` (so TLS, ``verify``/``AWS_CA_BUNDLE``, client certificates,
   proxy TLS and the keep-alive settings are aiobotocore's), with the client's timeouts, the proxy
@@ -34,10 +37,14 @@ a direct read of ``InferenceId``/``OutputLocation``/``FailureLocation``.
 region, service) only, so it is kept per that tuple and rederived when the secret or the UTC date
 changes. The canonical path, URL and ``Host`` are functions of the endpoint URL and the endpoint
 name. The User-Agent and the ``amz-sdk-request`` value depend only on the client's configuration.
-The ruleset result does not depend on the call's arguments for this operation (it has no context
-parameters, which is checked). The proxy is picked once for the endpoint's scheme and host;
-aiobotocore reads ``HTTP(S)_PROXY``/``NO_PROXY`` again on every call, so a change to them after the
-first call is not seen here.
+The ruleset result does not depend on the call's arguments for these operations (they have no
+context parameters, which is checked). The proxy is picked once for the endpoint's scheme and host;
+aiobotocore reads ``HTTP(S)_PROXY``/``NO_PROXY`` and ``BOTO_EXPERIMENTAL__ADD_PROXY_HOST_HEADER``
+again on every call, so a change to them after the first call is not seen here. botocore's
+recursion-detection handler reads ``AWS_LAMBDA_FUNCTION_NAME`` and ``_X_AMZN_TRACE_ID`` on every
+call; the first is set once by the Lambda runtime before any code runs, so it is read when the fast
+path opens, and only inside Lambda is the trace id (which the runtime changes per invocation) read
+per call.
 
 **Anything unusual goes to aiobotocore**: arguments that are not the plain types (``str``, ``int``,
 ``bytes``/``bytearray``/``str`` body), a value under its ``min``, a missing required member, an
@@ -46,23 +53,27 @@ unknown or ``None`` argument, a file-like ``Body``: the call is passed to
 ``ParamValidationError`` included. A client the fast path cannot reproduce (botocore retries on,
 another retry mode, a signer other than SigV4 with a signed payload, an operation with checksum,
 compression or host-prefix traits, an HTTP session that is not aiohttp) is refused with
-``ConfigError`` when the invoker is built or opened.
+``ConfigError`` when the fast path is built or opened.
 
 **How errors map**: a non-2xx response goes through the client's own response parser and its
-modeled-error pass, so ``Error.Code`` (``x-amzn-ErrorType`` first, the part before ``:`` and after
-the last ``#``), ``Error.Message`` (``message`` or ``Message``, the raw text of a non-JSON body, the
-HTTP reason for an empty or HTML 5xx) and the modeled fields are botocore's; standard mode's
-``MaxAttemptsReached`` and ``RetryAttempts: 0`` are added as its retry handler and endpoint do, and
-the exception is ``client.exceptions.from_code(code)(parsed, "InvokeEndpointAsync")``. Transport
-failures map exactly as ``aiobotocore.httpsession.AIOHTTPSession.send`` maps them
-(``SSLError``, ``ProxyConnectionError``, ``ConnectionClosedError``, ``ConnectTimeoutError`` /
-``ReadTimeoutError``, ``EndpointConnectionError`` wrapping the aiohttp error, ``HTTPClientError``), so
+modeled-error pass, so ``Error.Code`` (``x-amzn-ErrorType`` or ``__type``, the part before ``:`` and
+after the last ``#``, the ``x-amzn-query-error`` translation of query-compatible services),
+``Error.Message`` (``message`` or ``Message``, the raw text of a non-JSON body, the HTTP reason for
+an empty or HTML 5xx) and the modeled fields are botocore's; standard mode's ``MaxAttemptsReached``
+and ``RetryAttempts: 0`` are added as its retry handler and endpoint do. The client's
+``after-call`` event is then emitted for the error, as ``_make_api_call`` does, because botocore
+picks the exception class there for some services (SQS's ``error_code_override``), and the
+exception is ``client.exceptions.from_code(code)(parsed, operation_name)``. Transport failures map
+exactly as ``aiobotocore.httpsession.AIOHTTPSession.send`` maps them (``SSLError``,
+``ProxyConnectionError``, ``ConnectionClosedError``, ``ConnectTimeoutError`` / ``ReadTimeoutError``,
+``EndpointConnectionError`` wrapping the aiohttp error, ``HTTPClientError``), so
 ``fanout._retry.classify`` and ``delivery_of`` give the same answers on both paths.
 
-**What it does not do**: botocore's events are not emitted, so handlers registered on the client
-for this operation (``before-send`` stubs, a ``Stubber``, a ``before-call`` counter) do not see
-fast-path calls; pass ``counter=`` to count calls as the client's ``before-call`` events would be
-counted (delegated calls still emit them).
+**What it does not do**: botocore's events are not emitted for calls that succeed (nor
+``after-call-error`` for transport failures), so handlers registered on the client for these
+operations (``before-send`` stubs, a ``Stubber``, a ``before-call`` counter) do not see fast-path
+calls; pass ``counter=`` to count calls as the client's ``before-call`` events would be counted
+(delegated calls still emit them).
 """
 
 from __future__ import annotations
@@ -74,7 +85,7 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -118,8 +129,25 @@ class _HeaderMember:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
+    """Where one request goes: its method, its URL as botocore renders it, and that URL for aiohttp."""
+
+    method: str
     url: str
     yarl_url: URL
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What ``_setup`` resolves for one operation: what aiobotocore resolves on every call."""
+
+    operation: Any
+    call_name: str
+    """``service-id.Operation``, as the client's ``before-call`` events name it."""
+    auth: Any
+    endpoint_url: str
+    extra_headers: dict[str, str]
+    context: dict[str, Any]
+    """The request context ``_make_api_call`` would build (a copy goes to ``after-call``)."""
 
 
 def _member_min(shape: Any, default: int) -> int:
@@ -300,44 +328,48 @@ class _SigningRequest:
         self.context: dict[str, Any] = {}
 
 
-class FastInvoker:
-    """``invoke_endpoint_async`` with aiobotocore's parameters, wire request, results and errors.
+class _FastClient:
+    """What every fast path shares: the checks, the endpoint and signer resolved once per operation,
+    one connection pool, signing and sending, and botocore's parsing of errors.
 
-    Build one per sagemaker-runtime client (after the ``Body`` model patch, when botocore needs
-    it), use it as an async context manager or call ``aclose()``, and call
-    ``await invoker.invoke_endpoint_async(**kwargs)`` where you would call the client's method.
-    ``counter`` is incremented under ``"sagemaker-runtime.InvokeEndpointAsync"`` for each call the
-    fast path sends, as a ``before-call`` handler on the client counts them. Closing the invoker
-    closes its own connection pool, never the client.
+    A subclass names its operations, builds each request (method, URL, headers in botocore's
+    order, body) and reads each 2xx; ``_signed_send`` and ``_parse_with_botocore`` do the rest.
+    With no operations, nothing is checked or opened: the subclass delegates every call.
     """
 
-    def __init__(self, client: Any, *, counter: Counter[str] | None = None) -> None:
+    def __init__(self, client: Any, operations: Iterable[str], *, counter: Counter[str] | None) -> None:
         meta = client.meta
         service_model = meta.service_model
-        if _OPERATION not in service_model.operation_names:
-            raise ConfigError(f"fast path: {service_model.service_name} has no {_OPERATION}")
-        operation = service_model.operation_model(_OPERATION)
-        mode, attempts = _retries(meta.config)
-        if mode != "standard" or attempts != 1:
-            raise ConfigError(
-                "fast path: the client must not retry (retries={'mode': 'standard', "
-                f"'total_max_attempts': 1}}, as runtime_client_config sets), got mode={mode!r}, "
-                f"total_max_attempts={attempts!r}"
-            )
-        raw = getattr(operation, "_operation_model", None) or {}
-        for trait in _UNSUPPORTED_TRAITS:
-            if raw.get(trait):
-                raise ConfigError(f"fast path: {_OPERATION} has the {trait!r} trait")
-        context_parameters = getattr(operation, "context_parameters", None)
-        if context_parameters or getattr(operation, "static_context_parameters", None):
-            raise ConfigError(f"fast path: {_OPERATION}'s endpoint depends on its arguments")
-
+        names = tuple(operations)
         self._client = client
-        self._operation = operation
-        self._template = _Template(operation)
         self._counter = counter
-        self._call_name = f"{service_model.service_id.hyphenize()}.{_OPERATION}"
-        self._user_agent: str = _user_agent(client)
+        self._operations: dict[str, Any] = {}
+        if names:
+            mode, attempts = _retries(meta.config)
+            if mode != "standard" or attempts != 1:
+                raise ConfigError(
+                    "fast path: the client must not retry (retries={'mode': 'standard', "
+                    f"'total_max_attempts': 1}}, as runtime_client_config sets), got mode={mode!r}, "
+                    f"total_max_attempts={attempts!r}"
+                )
+        for name in names:
+            if name not in service_model.operation_names:
+                raise ConfigError(f"fast path: {service_model.service_name} has no {name}")
+            operation = service_model.operation_model(name)
+            raw = getattr(operation, "_operation_model", None) or {}
+            for trait in _UNSUPPORTED_TRAITS:
+                if raw.get(trait):
+                    raise ConfigError(f"fast path: {name} has the {trait!r} trait")
+            context_parameters = getattr(operation, "context_parameters", None)
+            if (
+                context_parameters
+                or getattr(operation, "static_context_parameters", None)
+                or getattr(operation, "operation_context_parameters", None)
+            ):
+                raise ConfigError(f"fast path: {name}'s endpoint depends on its arguments")
+            self._operations[name] = operation
+        self._service_id: str = service_model.service_id.hyphenize()
+        self._user_agent = _user_agent(client) if names else ""
         self._sdk_request = "attempt=1"
         try:
             from aiobotocore.retries import standard as aio_standard
@@ -347,22 +379,27 @@ class FastInvoker:
                 self._sdk_request = "attempt=1; max=1"
         except ImportError:  # pragma: no cover - aiobotocore is a dependency
             pass
+        self._parser: Any = None
+        if names:
+            factory = client._endpoint._response_parser_factory
+            self._parser = factory.create_parser(service_model.resolved_protocol)
 
         self._lock = asyncio.Lock()
         self._closed = False
         self._session: aiohttp.ClientSession | None = None
-        self._auth: Any = None
-        self._endpoint_url = ""
-        self._extra_headers: dict[str, str] = {}
+        self._routes: dict[str, _Route] = {}
         self._proxy_url: str | None = None
         self._proxy_headers: dict[str, str] = {}
-        self._targets: dict[str, _Target] = {}
-        self._parser: Any = None
+        self._in_lambda = False
 
     @property
     def client(self) -> Any:
-        """The aiobotocore client this invoker was made from (and delegates unusual calls to)."""
+        """The aiobotocore client this fast path was made from (and delegates unusual calls to)."""
         return self._client
+
+    def _ruleset_arguments(self, operation_name: str) -> dict[str, Any]:
+        """Arguments for resolving the endpoint once; they cannot change it (no context parameters)."""
+        return {}
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -380,59 +417,79 @@ class FastInvoker:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; idempotent."""
+        """Close the connection pool (never the client); idempotent."""
         self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
+    async def _ready(self) -> aiohttp.ClientSession:
+        """The connection pool, opened on first use."""
+        await self._setup()
+        session = self._session
+        assert session is not None
+        return session
+
     async def _setup(self) -> None:
         """Resolve what aiobotocore resolves per call, once: endpoint, signer, proxy, connector."""
         async with self._lock:
             if self._closed:
-                raise RuntimeError("this FastInvoker is closed")
-            if self._session is not None:
+                raise RuntimeError(f"this {type(self).__name__} is closed")
+            if self._session is not None or not self._operations:
                 return
             client = self._client
-            operation = self._operation
             config = client.meta.config
             signer = client._request_signer
-            auth_type = operation.resolved_auth_type
-            preference = getattr(config, "auth_scheme_preference", None)
-            if operation.auth and preference:
-                from botocore.auth import resolve_auth_scheme_preference
-
-                auth_type = resolve_auth_scheme_preference(preference.split(","), operation.auth)
-            # The request context _make_api_call builds, for the ruleset and the choose-signer hooks.
-            context: dict[str, Any] = {
-                "client_region": client.meta.region_name,
-                "client_config": config,
-                "has_streaming_input": operation.has_streaming_input,
-                "auth_type": auth_type,
-                "unsigned_payload": getattr(operation, "unsigned_payload", None),
-                "auth_options": client.meta.service_model.metadata.get("auth"),
-            }
-            endpoint_url, extra_headers, _ = await _resolved(
-                client._resolve_endpoint_ruleset(operation, {self._template.uri_member: "x"}, context)
-            )
-            signature_version = await _resolved(signer._choose_signer(_OPERATION, "standard", context))
-            if signature_version != "v4" or context.get("payload_signing_enabled", True) is False:
-                raise ConfigError(
-                    f"fast path: the client signs {_OPERATION} with {signature_version!r}, not SigV4 "
-                    "with a signed payload"
-                )
-            signing = context.get("signing", {})
-            region = signing.get("region") or signer._region_name
-            if region is None:
-                from botocore.exceptions import NoRegionError
-
-                raise NoRegionError()
-            service = signing.get("signing_name") or signer._signing_name
             from botocore.auth import _host_from_url
 
-            self._auth = _signer_class()(service, region, _host_from_url(endpoint_url))
-            self._endpoint_url = endpoint_url
-            self._extra_headers = dict(extra_headers or {})
+            signer_class = _signer_class()
+            signers: dict[tuple[str, str, str], Any] = {}
+            routes: dict[str, _Route] = {}
+            for name, operation in self._operations.items():
+                auth_type = operation.resolved_auth_type
+                preference = getattr(config, "auth_scheme_preference", None)
+                if operation.auth and preference:
+                    from botocore.auth import resolve_auth_scheme_preference
+
+                    auth_type = resolve_auth_scheme_preference(preference.split(","), operation.auth)
+                # The request context _make_api_call builds, for the ruleset and the choose-signer hooks.
+                context: dict[str, Any] = {
+                    "client_region": client.meta.region_name,
+                    "client_config": config,
+                    "has_streaming_input": operation.has_streaming_input,
+                    "auth_type": auth_type,
+                    "unsigned_payload": getattr(operation, "unsigned_payload", None),
+                    "auth_options": client.meta.service_model.metadata.get("auth"),
+                }
+                endpoint_url, extra_headers, _ = await _resolved(
+                    client._resolve_endpoint_ruleset(operation, self._ruleset_arguments(name), context)
+                )
+                signature_version = await _resolved(signer._choose_signer(name, "standard", context))
+                if signature_version != "v4" or context.get("payload_signing_enabled", True) is False:
+                    raise ConfigError(
+                        f"fast path: the client signs {name} with {signature_version!r}, not SigV4 "
+                        "with a signed payload"
+                    )
+                signing = context.get("signing", {})
+                region = signing.get("region") or signer._region_name
+                if region is None:
+                    from botocore.exceptions import NoRegionError
+
+                    raise NoRegionError()
+                service = signing.get("signing_name") or signer._signing_name
+                key = (service, region, _host_from_url(endpoint_url))
+                auth = signers.get(key)
+                if auth is None:
+                    # One signer per scope, so operations signed alike share the cached key.
+                    auth = signers[key] = signer_class(*key)
+                routes[name] = _Route(
+                    operation=operation,
+                    call_name=f"{self._service_id}.{name}",
+                    auth=auth,
+                    endpoint_url=endpoint_url,
+                    extra_headers=dict(extra_headers or {}),
+                    context=context,
+                )
 
             http = client._endpoint.http_session
             create_connector = getattr(http, "_create_connector", None)
@@ -449,7 +506,12 @@ class FastInvoker:
                     proxies=config.proxies, proxies_settings=getattr(config, "proxies_config", None)
                 )
             # The endpoint's scheme and host are the same for every call, so the proxy is too.
-            self._proxy_url = proxy_config.proxy_url_for(endpoint_url)
+            endpoint_url = next(iter(routes.values())).endpoint_url
+            proxy_url = proxy_config.proxy_url_for(endpoint_url)
+            for route in routes.values():
+                if proxy_config.proxy_url_for(route.endpoint_url) != proxy_url:
+                    raise ConfigError("fast path: the operations resolve endpoints behind different proxies")
+            self._proxy_url = proxy_url
             self._proxy_headers = dict(proxy_config.proxy_headers_for(endpoint_url))
             from botocore.utils import ensure_boolean
 
@@ -457,8 +519,9 @@ class FastInvoker:
                 from urllib.parse import urlparse
 
                 self._proxy_headers["host"] = urlparse(endpoint_url).hostname or ""
-            protocol = client.meta.service_model.resolved_protocol
-            self._parser = client._endpoint._response_parser_factory.create_parser(protocol)
+            # Set by the Lambda runtime before any code runs, and never changed (see the module doc).
+            self._in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+            self._routes = routes
             connector = await _resolved(create_connector(self._proxy_url))
             # The session settings of AIOHTTPSession._get_session, so aiohttp adds the same headers.
             self._session = aiohttp.ClientSession(
@@ -471,63 +534,38 @@ class FastInvoker:
     # ------------------------------------------------------------------------------------------
     # the call
 
-    async def invoke_endpoint_async(self, **kwargs: Any) -> dict[str, Any]:
-        """Send one InvokeEndpointAsync; the same parameters, result and errors as aiobotocore's."""
-        plan = self._template.plan(kwargs)
-        if plan is None:
-            result: dict[str, Any] = await self._client.invoke_endpoint_async(**kwargs)
-            return result
-        session = self._session
-        if session is None:
-            await self._setup()
-            session = self._session
-            assert session is not None
-        endpoint_name, headers, body = plan
+    async def _signed_send(
+        self,
+        session: aiohttp.ClientSession,
+        route: _Route,
+        target: _Target,
+        headers: dict[str, str],
+        body: bytes | bytearray,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Count, add the client's headers, sign and send a request whose own headers are in
+        ``headers`` (in botocore's order); the status, the lower-cased headers and the body."""
         if self._counter is not None:
-            self._counter[self._call_name] += 1
-        target = self._targets.get(endpoint_name) or self._target(endpoint_name)
-
-        if self._extra_headers:
-            headers.update(self._extra_headers)
+            self._counter[route.call_name] += 1
+        if route.extra_headers:
+            headers.update(route.extra_headers)
         headers["User-Agent"] = self._user_agent
-        _add_recursion_detection_header(headers)
+        if self._in_lambda:
+            _add_recursion_detection_header(headers)
 
         credentials = self._client._request_signer._credentials
         frozen = None
         if credentials is not None:
             frozen = await _resolved(credentials.get_frozen_credentials())
-        auth = self._auth
+        auth = route.auth
         # add_auth is synchronous, so no other call can change the shared signer in between.
         auth.credentials = frozen
-        request = _SigningRequest(self._template.method, target.url, headers, body)
-        auth.add_auth(request)  # raises NoCredentialsError without credentials, as botocore does
+        auth.add_auth(_SigningRequest(target.method, target.url, headers, body))
+        # (add_auth raises NoCredentialsError without credentials, as botocore does.)
         headers["amz-sdk-invocation-id"] = str(uuid.uuid4())
         headers["amz-sdk-request"] = self._sdk_request
         headers["Content-Length"] = str(len(body))
         headers["Accept-Encoding"] = "identity"
-
-        status, response_headers, content = await self._send(session, target, headers, body)
-        if 200 <= status < 300 and self._template.fast_parse:
-            parsed = self._parse_success(status, response_headers, content)
-            if parsed is not None:
-                return parsed
-        return await self._parse_with_botocore(status, response_headers, content)
-
-    def _target(self, endpoint_name: str) -> _Target:
-        from botocore.awsrequest import prepare_request_dict
-        from botocore.serialize import create_serializer
-
-        serializer = create_serializer(self._client.meta.service_model.resolved_protocol, False)
-        request_dict = serializer.serialize_to_request(
-            {self._template.uri_member: endpoint_name}, self._operation
-        )
-        prepare_request_dict(request_dict, endpoint_url=self._endpoint_url)
-        url: str = request_dict["url"]
-        target = _Target(url=url, yarl_url=URL(url, encoded=True))
-        if len(self._targets) >= _CACHE_LIMIT:
-            self._targets.clear()
-        self._targets[endpoint_name] = target
-        return target
+        return await self._send(session, target, headers, body)
 
     async def _send(
         self,
@@ -542,7 +580,7 @@ class FastInvoker:
         url = target.url
         try:
             response = await session.request(
-                self._template.method,
+                target.method,
                 target.yarl_url,
                 headers=headers,
                 # botocore's prepare() turns an empty body into None.
@@ -550,6 +588,9 @@ class FastInvoker:
                 proxy=self._proxy_url,
                 proxy_headers=self._proxy_headers,
             )
+            # aiobotocore's own conversion, kept whole: every header goes into the result's
+            # ResponseMetadata.HTTPHeaders, the last of a repeated name wins, and bytes that are
+            # not UTF-8 fail the call (HTTPClientError) as they fail aiobotocore's.
             response_headers = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in response.raw_headers}
             content = await response.read()
             return response.status, response_headers, content
@@ -566,7 +607,7 @@ class FastInvoker:
         ) as e:
             raise bce.ConnectionClosedError(
                 error=e,
-                request=_prepared_request(self._template.method, url, headers, body),
+                request=_prepared_request(target.method, url, headers, body),
                 endpoint_url=url,
             ) from e
         except aiohttp.ServerTimeoutError as e:
@@ -584,6 +625,114 @@ class FastInvoker:
 
     # ------------------------------------------------------------------------------------------
     # responses
+
+    async def _parse_with_botocore(
+        self, route: _Route, target: _Target, status: int, headers: dict[str, str], content: bytes
+    ) -> dict[str, Any]:
+        """The client's own parser, for errors and unusual 2xx bodies; raises as the client does."""
+        from botocore.awsrequest import HeadersDict
+
+        operation = route.operation
+        response_dict = {
+            "headers": HeadersDict(headers),
+            "status_code": status,
+            "body": content,
+            "context": {"operation_name": operation.name},
+        }
+        parser = self._parser
+        parsed: dict[str, Any] = await _resolved(parser.parse(response_dict, operation.output_shape))
+        if status >= 300:
+            await _resolved(
+                self._client._endpoint._add_modeled_error_fields(response_dict, parsed, operation, parser)
+            )
+        if isinstance(parsed, dict):
+            parsed.setdefault("ResponseMetadata", {})["MaxAttemptsReached"] = True
+            parsed["ResponseMetadata"]["RetryAttempts"] = 0
+        if status < 300:
+            return parsed
+        # _make_api_call's ending: after-call handlers may pick the exception (error_code_override).
+        from aiobotocore.awsrequest import AioAWSResponse
+
+        context = dict(route.context)
+        await _resolved(
+            self._client.meta.events.emit(
+                f"after-call.{self._service_id}.{operation.name}",
+                http_response=AioAWSResponse(target.url, status, headers, _Content(content)),
+                parsed=parsed,
+                model=operation,
+                context=context,
+            )
+        )
+        code = context.get("error_code_override") or parsed.get("Error", {}).get("Code")
+        raise self._client.exceptions.from_code(code)(parsed, operation.name)
+
+
+class _Content:
+    """The raw response an ``AioAWSResponse`` reads its (already read) content from."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def read(self) -> bytes:
+        return self._content
+
+
+class FastInvoker(_FastClient):
+    """``invoke_endpoint_async`` with aiobotocore's parameters, wire request, results and errors.
+
+    Build one per sagemaker-runtime client (after the ``Body`` model patch, when botocore needs
+    it), use it as an async context manager or call ``aclose()``, and call
+    ``await invoker.invoke_endpoint_async(**kwargs)`` where you would call the client's method.
+    ``counter`` is incremented under ``"sagemaker-runtime.InvokeEndpointAsync"`` for each call the
+    fast path sends, as a ``before-call`` handler on the client counts them. Closing the invoker
+    closes its own connection pool, never the client.
+    """
+
+    def __init__(self, client: Any, *, counter: Counter[str] | None = None) -> None:
+        service_model = client.meta.service_model
+        if _OPERATION not in service_model.operation_names:
+            raise ConfigError(f"fast path: {service_model.service_name} has no {_OPERATION}")
+        super().__init__(client, (_OPERATION,), counter=counter)
+        self._template = _Template(self._operations[_OPERATION])
+        self._targets: dict[str, _Target] = {}
+
+    def _ruleset_arguments(self, operation_name: str) -> dict[str, Any]:
+        return {self._template.uri_member: "x"}
+
+    async def invoke_endpoint_async(self, **kwargs: Any) -> dict[str, Any]:
+        """Send one InvokeEndpointAsync; the same parameters, result and errors as aiobotocore's."""
+        plan = self._template.plan(kwargs)
+        if plan is None:
+            result: dict[str, Any] = await self._client.invoke_endpoint_async(**kwargs)
+            return result
+        session = self._session
+        if session is None:
+            session = await self._ready()
+        route = self._routes[_OPERATION]
+        endpoint_name, headers, body = plan
+        target = self._targets.get(endpoint_name) or self._target(route, endpoint_name)
+        status, response_headers, content = await self._signed_send(session, route, target, headers, body)
+        if 200 <= status < 300 and self._template.fast_parse:
+            parsed = self._parse_success(status, response_headers, content)
+            if parsed is not None:
+                return parsed
+        return await self._parse_with_botocore(route, target, status, response_headers, content)
+
+    def _target(self, route: _Route, endpoint_name: str) -> _Target:
+        from botocore.awsrequest import prepare_request_dict
+        from botocore.serialize import create_serializer
+
+        serializer = create_serializer(self._client.meta.service_model.resolved_protocol, False)
+        request_dict = serializer.serialize_to_request(
+            {self._template.uri_member: endpoint_name}, route.operation
+        )
+        prepare_request_dict(request_dict, endpoint_url=route.endpoint_url)
+        url: str = request_dict["url"]
+        target = _Target(method=self._template.method, url=url, yarl_url=URL(url, encoded=True))
+        if len(self._targets) >= _CACHE_LIMIT:
+            self._targets.clear()
+        self._targets[endpoint_name] = target
+        return target
 
     def _parse_success(self, status: int, headers: dict[str, str], content: bytes) -> dict[str, Any] | None:
         """botocore's rest-json result for a 2xx, read directly; ``None`` when botocore must parse it."""
@@ -611,42 +760,16 @@ class FastInvoker:
             if value is not None:
                 parsed[name] = value
         metadata["HTTPStatusCode"] = status
-        metadata["HTTPHeaders"] = dict(headers)
+        # The dict _send made for this response alone: botocore's lower-cased copy of it.
+        metadata["HTTPHeaders"] = headers
         # What the standard retry handler (max 1 attempt) and the endpoint add to every response.
         metadata["MaxAttemptsReached"] = True
         metadata["RetryAttempts"] = 0
         return parsed
 
-    async def _parse_with_botocore(
-        self, status: int, headers: dict[str, str], content: bytes
-    ) -> dict[str, Any]:
-        """The client's own parser, for errors and unusual 2xx bodies; raises as the client does."""
-        from botocore.awsrequest import HeadersDict
-
-        operation = self._operation
-        response_dict = {
-            "headers": HeadersDict(headers),
-            "status_code": status,
-            "body": content,
-            "context": {"operation_name": operation.name},
-        }
-        parser = self._parser
-        parsed: dict[str, Any] = await _resolved(parser.parse(response_dict, operation.output_shape))
-        if status >= 300:
-            await _resolved(
-                self._client._endpoint._add_modeled_error_fields(response_dict, parsed, operation, parser)
-            )
-        if isinstance(parsed, dict):
-            parsed.setdefault("ResponseMetadata", {})["MaxAttemptsReached"] = True
-            parsed["ResponseMetadata"]["RetryAttempts"] = 0
-        if status >= 300:
-            code = parsed.get("Error", {}).get("Code")
-            raise self._client.exceptions.from_code(code)(parsed, _OPERATION)
-        return parsed
-
 
 def _add_recursion_detection_header(headers: dict[str, str]) -> None:
-    # botocore's before-call handler, which reads the Lambda environment on every call.
+    # botocore's before-call handler, which reads the environment on every call (inside Lambda).
     if "AWS_LAMBDA_FUNCTION_NAME" in os.environ and os.environ.get("_X_AMZN_TRACE_ID"):
         from botocore.handlers import add_recursion_detection_header
 

@@ -703,6 +703,9 @@ class JournalWorker:
 
     async def write(self, lines: Sequence[tuple[int, int, str, bytes]]) -> int:
         """``Journal.write`` in the lane, committing the queued marks with it."""
+        if not self.journal.durable:
+            # No SQLite work, only an append to the output: a thread hop would cost more than it.
+            return self.journal.write(lines)
         async with self._lane:
             group = self._take()
             return await self._run(group, self._write, group.marks, lines)

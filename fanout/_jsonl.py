@@ -49,6 +49,7 @@ INPUT_FIELDS: Final = frozenset(("id", *_PAYLOAD_FIELDS, *_OPTIONAL_STRING_FIELD
 
 OUTPUT_FIELDS: Final = (
     "id",
+    "line",
     "inference_id",
     "status",
     "payload",
@@ -306,15 +307,21 @@ def _decode_result(result: bytes, content_type: str | None) -> tuple[str, Any]:
     return "result_base64", base64.b64encode(result).decode("ascii")
 
 
-def outcome_record(outcome: Outcome) -> dict[str, Any]:
+def outcome_record(outcome: Outcome, line: int | None = None) -> dict[str, Any]:
     """The output object for one outcome: the contract fields, then ``result`` or ``result_base64``.
+
+    ``line`` is the input line number (1-based) the outcome answers; a rejection of an unreadable
+    line carries its own. With duplicate ids, it is what joins an output record to its line.
 
     ``result`` is the parsed output when its content type is JSON and it parses;
     other output bytes go to ``result_base64``. With no output bytes (not fetched,
     or not a success) the record has ``"result": null``.
     """
+    if line is None and isinstance(outcome, Rejected):
+        line = outcome.line
     record: dict[str, Any] = {
         "id": outcome.id,
+        "line": line,
         "inference_id": outcome.inference_id,
         "status": outcome.status,
         "payload": outcome.route,
@@ -343,7 +350,9 @@ def _failure_reason(outcome: Outcome) -> str | None:
     return outcome.failure_reason
 
 
-def format_outcome(outcome: Outcome) -> bytes:
+def format_outcome(outcome: Outcome, line: int | None = None) -> bytes:
     """One output line: the record as compact UTF-8 JSON, newline-terminated."""
-    text = json.dumps(outcome_record(outcome), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(
+        outcome_record(outcome, line), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
     return text.encode("utf-8") + b"\n"

@@ -624,7 +624,10 @@ def render_report(report: Report, stream: TextIO, *, top: int = 10, plot: str | 
 
     if report.malformed:
         console.print(
-            Text(f"{report.malformed:,} malformed lines skipped", style="bold"),
+            Text(
+                f"{report.malformed:,} malformed line{'' if report.malformed == 1 else 's'} skipped",
+                style="bold",
+            ),
             Text(f"(the first {len(report.malformed_examples)}):" if report.malformed > 1 else ":"),
         )
         for number, reason in report.malformed_examples:
@@ -700,6 +703,6 @@ def write_plot(report: Report, path: str) -> None:
         )
 
     name = "standard input" if report.source == "-" else os.path.basename(report.source)
-    figure.suptitle(f"{name}: {report.outcomes:,} outcomes")
+    figure.suptitle(f"{name}: {report.outcomes:,} outcome{'' if report.outcomes == 1 else 's'}")
     figure.tight_layout()
     figure.savefig(path, format="png")

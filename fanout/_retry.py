@@ -27,6 +27,7 @@ cancelled on Python 3.11.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -67,6 +68,8 @@ __all__ = [
     "is_transient",
     "retrying",
 ]
+
+log = logging.getLogger("fanout.dispatch")
 
 T = TypeVar("T")
 
@@ -496,6 +499,10 @@ _UNUSED = 1.9
 _MEASURING_WINDOW = 1.0
 
 
+def _per_second(rate: float | None) -> str:
+    return "unpaced" if rate is None else f"{rate:,.1f}/s"
+
+
 def _trim(events: deque[float], now: float) -> None:
     """Drop events older than the one-second window, so the deques stay O(rate), not O(requests)."""
     while events and events[0] < now - 1.0:
@@ -643,8 +650,12 @@ class AdaptiveLimiter:
         now = self._clock()
         if permit.signal == "success":
             self.control.on_success(now)
-        elif permit.signal == "overload":
-            self.control.on_overload(permit.epoch, now)
+        elif permit.signal == "overload" and self.control.on_overload(permit.epoch, now):
+            log.debug(
+                "overloaded: the window is now %d, the rate %s",
+                self.control.limit,
+                _per_second(self.control.rate),
+            )
         self._wake_head()
 
     def slot(self, permit: Permit | None = None) -> _Slot:

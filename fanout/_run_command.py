@@ -32,6 +32,7 @@ Without ``--journal`` a temporary journal still finds duplicate ids, on disk.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -58,6 +59,7 @@ from ._config import (
     SqsTracking,
     Staging,
     Tracking,
+    Workers,
 )
 from ._exceptions import ConfigError, CredentialsError, EndpointNotFound, JournalError, unwrap_task_errors
 from ._journal import ACCEPTED, DONE, SENDING, Claim, Journal, JournalRow, JournalWorker, Outstanding
@@ -77,6 +79,8 @@ from ._payload import Invalid, choose_route
 from ._report import ReportBuilder
 
 __all__ = ["RunCommand", "RunOptions", "RunProgress", "RunResult", "count_lines"]
+
+log = logging.getLogger("fanout.run")
 
 _CHUNK_LINES = 256
 _CHUNK_BYTES = 1 << 20
@@ -110,6 +114,8 @@ class RunOptions:
     defaults: LineDefaults = field(default_factory=LineDefaults)
     journal: str | None = None
     fast_path: bool = True
+    workers: Workers | None = None
+    """Send from worker processes or Ray actors (``--workers``, ``--ray``); ``None``: this process."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +128,7 @@ class RunProgress:
     completed: Mapping[str, int]
     throttles: int
     current_limit: int
+    """The in-flight cap the adaptive controller allows now (``--max-in-flight`` at most)."""
     outstanding: int
     earlier: int
     """Lines done by earlier runs of this journal (skipped now)."""
@@ -130,6 +137,8 @@ class RunProgress:
     """Requests in doubt whose notification is awaited now (see ``in_doubt_until``)."""
     in_doubt_until: float | None = None
     """When the last of them is given up on (POSIX time)."""
+    in_flight: int = 0
+    """InvokeEndpointAsync calls on the wire now."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,12 +156,15 @@ class RunResult:
     """How long requests in doubt were awaited, when this run awaited any."""
     in_doubt_floor: float | None = None
     """Set when ``in_doubt_wait`` was raised above the asked value, to this minimum."""
+    workers: int = 1
+    """How many processes sent the requests: 1 is ``fanout run`` itself, more are worker processes
+    (``--workers``) or Ray actors (``--ray``)."""
 
 
 class RunCommand:
     """One ``fanout run``. ``await command.run(stop=event)``; ``command.progress()`` meanwhile."""
 
-    def __init__(self, options: RunOptions, *, session: Any = None) -> None:
+    def __init__(self, options: RunOptions, *, session: Any = None, registry: Any = None) -> None:
         if options.journal is not None and options.output == "-":
             raise ConfigError(
                 "--journal needs an output file, not standard output: on resume it repairs the "
@@ -163,6 +175,8 @@ class RunCommand:
         )
         self.options = options
         self._session = session
+        self._registry = registry
+        """A prometheus_client registry for the client's metrics (``open_client(registry=...)``)."""
         self._client: Client | None = None
         self._lines: dict[str, tuple[int, int]] = {}
         self._resumed: dict[str, tuple[int, int]] = {}
@@ -184,6 +198,8 @@ class RunCommand:
         self._consumed = 0
         self.accepted_any = False
         """Whether anything reached the endpoint (this run, or an earlier one being resumed)."""
+        self.partial: RunResult | None = None
+        """When the run stopped with a run-level error: what it finished before."""
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -206,6 +222,7 @@ class RunCommand:
             resends=(stats.dispatcher.resends if stats is not None else 0) + len(self._resent),
             in_doubt=len(self._awaiting),
             in_doubt_until=max(self._awaiting.values(), default=None),
+            in_flight=stats.dispatcher.in_flight if stats is not None else 0,
         )
 
     async def run(self, *, stop: anyio.Event | None = None) -> RunResult:
@@ -219,6 +236,10 @@ class RunCommand:
         worker = JournalWorker(journal)
         output = _Output(options.output, worker)
         failure: BaseException | None = None
+        report: ReportBuilder | None = None
+        earlier: dict[str, int] = {}
+        resumed: list[Submission] = []
+        workers = 1
         try:
             with output, self._open_input() as source:
                 if journal.resumed:
@@ -226,11 +247,24 @@ class RunCommand:
                     await output.open()
                 earlier = await worker.call(journal.statuses) if journal.resumed else {}
                 self._earlier = sum(earlier.values())
+                log.info(
+                    "run: %s to endpoint %s, output %s%s",
+                    options.input,
+                    options.endpoint_name,
+                    options.output,
+                    f", journal {options.journal}" if options.journal else "",
+                )
                 tracking = self._tracking(journal.resumed)
                 outstanding: list[Outstanding] = (
                     await worker.call(list, journal.outstanding()) if journal.resumed else []
                 )
                 resumed = self._resume(outstanding, tracking)
+                if journal.resumed:
+                    log.info(
+                        "resuming: %d lines done by earlier runs, %d requests of theirs still outstanding",
+                        self._earlier,
+                        len(outstanding),
+                    )
                 async with open_client(
                     endpoint_name=options.endpoint_name,
                     tracking=tracking,
@@ -243,27 +277,32 @@ class RunCommand:
                     observer=_JournalObserver(worker, self),
                     acknowledge="manual",
                     fast_path=options.fast_path,
+                    workers=options.workers,
+                    registry=self._registry,
                 ) as client:
                     self._client = client
+                    workers = client.workers
                     report = ReportBuilder(client.statistics)
                     stopped = await self._pump(client, worker, output, source, resumed, report, stop)
-                    report.extra_resends = len(self._resent)
-                    result = report.build()
+                    result = self._built(report)
+                    log.info(
+                        "finished: %d outcomes in %.1f s (%s)%s",
+                        result.total,
+                        result.elapsed,
+                        ", ".join(f"{count} {status}" for status, count in result.by_status.items() if count),
+                        ", stopped early" if stopped else "",
+                    )
                 await worker.flush()
-            statuses = dict(earlier)
-            for status, count in result.by_status.items():
-                statuses[status] = statuses.get(status, 0) + count
-            return RunResult(
-                report=result,
-                stopped=stopped,
-                statuses={status: count for status, count in statuses.items() if count},
-                earlier=self._earlier,
-                resumed=len(resumed),
-                in_doubt_wait=self._in_doubt_wait if self._in_doubt_awaited else None,
-                in_doubt_floor=self._in_doubt_floor,
+            return self._result(
+                result, stopped=stopped, earlier=earlier, resumed=len(resumed), workers=workers
             )
         except BaseException as exc:
             failure = exc
+            if report is not None and isinstance(exc, Exception):
+                # What finished before the run-level error, for the summary the user still gets.
+                self.partial = self._result(
+                    self._built(report), stopped=True, earlier=earlier, resumed=len(resumed), workers=workers
+                )
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -274,6 +313,27 @@ class RunCommand:
                 # A journal this run created for a run that sent nothing (say, a mistyped endpoint)
                 # would only stand in the way of the corrected command: its fingerprint differs.
                 Journal.remove(options.journal)
+
+    def _built(self, report: ReportBuilder) -> RunReport:
+        report.extra_resends = len(self._resent)
+        return report.build()
+
+    def _result(
+        self, report: RunReport, *, stopped: bool, earlier: Mapping[str, int], resumed: int, workers: int
+    ) -> RunResult:
+        statuses = dict(earlier)
+        for status, count in report.by_status.items():
+            statuses[status] = statuses.get(status, 0) + count
+        return RunResult(
+            report=report,
+            stopped=stopped,
+            statuses={status: count for status, count in statuses.items() if count},
+            earlier=self._earlier,
+            resumed=resumed,
+            in_doubt_wait=self._in_doubt_wait if self._in_doubt_awaited else None,
+            in_doubt_floor=self._in_doubt_floor,
+            workers=workers,
+        )
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -596,7 +656,7 @@ class RunCommand:
         records = []
         for line, crc, outcome in batch:
             report.add(outcome)
-            records.append((line, crc, outcome.status, format_outcome(outcome)))
+            records.append((line, crc, outcome.status, format_outcome(outcome, line)))
         await worker.write(records)
         # Durable now: the notifications may leave the queue.
         client.acknowledge(*(outcome for _, _, outcome in batch))

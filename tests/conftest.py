@@ -29,3 +29,32 @@ def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     yield
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[Any]:
+    """One local Ray (``num_cpus=2``) for the whole session, shut down at its end; skips without Ray.
+
+    It starts with no AWS_* or FANOUT_* variable, so its workers never see a developer's real AWS
+    configuration, and they never see a test's either: pass an emulator's variables to the actors
+    (``runtime_env={"env_vars": emulator_env}`` in ``map_batches`` or ``.options()``).
+    """
+    ray = pytest.importorskip("ray", reason="needs Ray: pip install 'fanout[ray]'")
+    import logging
+    import warnings
+
+    # Ray's start-up warns about its own defaults (DataContext's deprecated fields, GPU env vars)
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in list(os.environ):
+            if name.startswith(("AWS_", "FANOUT_", "RAY_ADDRESS")):
+                patch.delenv(name, raising=False)
+        patch.setenv("AWS_CONFIG_FILE", "/dev/null")
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        pytest.importorskip("ray.data").DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

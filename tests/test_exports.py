@@ -14,7 +14,7 @@ def _isort_key(name: str) -> tuple[int, str]:
     return (1, name) if name[:1].isupper() else (2, name)
 
 
-@pytest.mark.parametrize("module_name", ["fanout", "fanout.testing"])
+@pytest.mark.parametrize("module_name", ["fanout", "fanout.testing", "fanout.ray"])
 def test_all_is_sorted_unique_and_resolvable(module_name: str) -> None:
     module = importlib.import_module(module_name)
     names = list(module.__all__)

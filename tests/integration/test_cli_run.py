@@ -7,38 +7,31 @@ run takes a second or two.
 
 from __future__ import annotations
 
-import base64
-import collections
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fanout.testing import run_emulator_process
-
-RUN_TIMEOUT = 120
-
-FAULTS: dict[str, Any] = {
-    "throttle": {"rate": 400, "burst": 40},
-    "error_rate": 0.03,
-    "drop_connection_rate": 0.02,
-    "targets": ["sagemaker"],
-    "notifications": {
-        "duplicate_rate": 0.1,
-        "delay": {"kind": "uniform", "low_ms": 0, "high_ms": 30},
-        "reorder_window_ms": 20,
-        "early_rate": 0.2,
-    },
-}
+from tests.fastwire import free_port
+from tests.integration.cli_support import (
+    FAULTS,
+    RUN_TIMEOUT,
+    check_results,
+    cli_env,
+    command,
+    control,
+    mixed_batch,
+    read_outputs,
+    run,
+    write_lines,
+)
 
 
 @pytest.fixture
@@ -54,109 +47,22 @@ def idle_emulator() -> Iterator[dict[str, str]]:
         yield env
 
 
-def _control(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        env["AWS_ENDPOINT_URL"] + path, data=data, method="GET" if body is None else "PUT"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        result: dict[str, Any] = json.load(response)
-    return result
-
-
-def _cli_env(emulator_env: dict[str, str], **overrides: str | None) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AWS_", "FANOUT_")) and name != "PYTHONHASHSEED"
-    }
-    env.update(
-        AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true"
-    )
-    env.update(emulator_env)
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
-def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fanout._cli", "run", *args]
-
-
-def _run(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(_command(*args), env=env, input=stdin, capture_output=True, timeout=RUN_TIMEOUT)
-
-
-def _outputs(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def _write_lines(path: Path, lines: list[Any]) -> None:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
-
-
-def _mixed_batch(count: int) -> tuple[list[Any], dict[str, bytes | None]]:
-    """Lines and, per id, the bytes the endpoint will see (None: the line must fail)."""
-    lines: list[Any] = []
-    payloads: dict[str, bytes | None] = {}
-    for index in range(count):
-        request_id = f"r{index}"
-        if index % 25 == 3:
-            lines.append({"id": request_id, "body": {"fail": True, "reason": request_id}})
-            payloads[request_id] = None
-        elif index % 40 == 7:
-            value = {"big": "y" * 130_000, "i": index}
-            lines.append({"id": request_id, "body": value})
-            payloads[request_id] = json.dumps(value, separators=(",", ":")).encode()
-        elif index % 10 == 1:
-            raw = os.urandom(64)
-            lines.append(
-                {"id": request_id, "body_base64": base64.b64encode(raw).decode(), "content_type": "x/y"}
-            )
-            payloads[request_id] = raw
-        else:
-            value = {"i": index, "text": f"héllo {index}"}
-            lines.append({"id": request_id, "body": value})
-            payloads[request_id] = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    return lines, payloads
-
-
-def _check_results(outputs: list[dict[str, Any]], payloads: dict[str, bytes | None]) -> None:
-    ids = collections.Counter(record["id"] for record in outputs)
-    assert set(ids) == set(payloads)
-    assert max(ids.values()) == 1
-    for record in outputs:
-        expected = payloads[record["id"]]
-        if record["status"] == "expired":
-            continue  # the tests that allow it check it
-        if expected is None:
-            assert record["status"] == "failed"
-            assert record["id"] in record["failure_reason"]
-            continue
-        assert record["status"] == "succeeded", record
-        assert record["result"]["sha256"] == hashlib.sha256(expected).hexdigest()
-        assert record["payload"] == ("s3" if len(expected) > 128_000 else "inline")
-
-
 def test_every_line_gets_one_output_carrying_its_own_sha256(emulator: dict[str, str], tmp_path: Path) -> None:
-    _control(emulator, "/_fanout/faults", FAULTS)
-    lines, payloads = _mixed_batch(300)
-    _write_lines(tmp_path / "in.jsonl", lines)
-    result = _run(
-        _cli_env(emulator), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--json-summary"
+    control(emulator, "/_fanout/faults", FAULTS)
+    lines, payloads = mixed_batch(300)
+    write_lines(tmp_path / "in.jsonl", lines)
+    result = run(
+        cli_env(emulator), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--json-summary"
     )
     assert result.returncode == 1, result.stderr.decode()  # the "fail" lines failed
-    outputs = _outputs(tmp_path / "out.jsonl")
-    _check_results(outputs, payloads)
+    outputs = read_outputs(tmp_path / "out.jsonl")
+    check_results(outputs, payloads)
     assert not [record for record in outputs if record["status"] == "expired"]
     summary = json.loads(result.stderr.decode().strip().splitlines()[-1])
     assert summary["exit_code"] == 1
     assert summary["statuses"] == {"succeeded": 288, "failed": 12}
     assert summary["this_run"]["api_calls"]["sagemaker-runtime.InvokeEndpointAsync"] >= 300
-    stats = _control(emulator, "/_fanout/stats")
+    stats = control(emulator, "/_fanout/stats")
     assert stats["duplicate_inference_ids"] == 0
     assert (
         stats["faults"]["throttled"] + stats["faults"]["errors_5xx"] + stats["faults"]["dropped_connections"]
@@ -166,7 +72,7 @@ def test_every_line_gets_one_output_carrying_its_own_sha256(emulator: dict[str, 
 
 def test_all_succeeded_exits_0_and_stdin_stdout_work(emulator: dict[str, str]) -> None:
     stdin = "".join(json.dumps({"body": {"n": n}}) + "\n" for n in range(20)).encode()
-    result = _run(_cli_env(emulator), "-", "-o", "-", "--quiet", stdin=stdin)
+    result = run(cli_env(emulator), "-", "-o", "-", "--quiet", stdin=stdin)
     assert result.returncode == 0, result.stderr.decode()
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(int(record["id"]) for record in records) == list(range(1, 21))
@@ -178,19 +84,19 @@ def test_sigkill_at_several_points_then_resume_writes_each_line_once(
     emulator: dict[str, str], tmp_path: Path
 ) -> None:
     # Slow invokes and small limits, so that each kill lands mid-run with requests on the wire.
-    _control(
+    control(
         emulator,
         "/_fanout/faults",
         {**FAULTS, "throttle": None, "latency": {"sagemaker": {"kind": "constant", "ms": 15}}},
     )
-    lines, payloads = _mixed_batch(240)
-    _write_lines(tmp_path / "in.jsonl", lines)
+    lines, payloads = mixed_batch(240)
+    write_lines(tmp_path / "in.jsonl", lines)
     output = tmp_path / "out.jsonl"
     args = [str(tmp_path / "in.jsonl"), "-o", str(output), "--journal", str(tmp_path / "journal.db")]
     args += ["--max-in-flight", "8", "--max-pending", "24", "--resume-wait", "2", "--quiet"]
-    env = _cli_env(emulator)
+    env = cli_env(emulator)
     for kill_after in (30, 100, 170):
-        process = subprocess.Popen(_command(*args), env=env, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command(*args), env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + RUN_TIMEOUT
         while process.poll() is None and time.monotonic() < deadline:
             if output.exists() and output.read_bytes().count(b"\n") >= kill_after:
@@ -198,10 +104,10 @@ def test_sigkill_at_several_points_then_resume_writes_each_line_once(
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=30) == -signal.SIGKILL
-    final = _run(env, *args, "--json-summary")
+    final = run(env, *args, "--json-summary")
     assert final.returncode == 1, final.stderr.decode()
-    outputs = _outputs(output)
-    _check_results(outputs, payloads)
+    outputs = read_outputs(output)
+    check_results(outputs, payloads)
     # What was on the wire at a kill is in doubt, and sent again under its inference id: every
     # line still has exactly one output line, and none had to be given up on.
     assert not [record for record in outputs if record["status"] == "expired"]
@@ -214,15 +120,15 @@ def test_at_most_once_never_sends_a_request_twice_even_when_202s_are_lost(
 ) -> None:
     # The endpoint accepts, runs and notifies, but the 202 never reaches fanout.
     faults = {**FAULTS, "throttle": None, "drop_connection_rate": 0.0, "drop_response_rate": 0.1}
-    _control(emulator, "/_fanout/faults", faults)
-    lines, payloads = _mixed_batch(200)
-    _write_lines(tmp_path / "in.jsonl", lines)
+    control(emulator, "/_fanout/faults", faults)
+    lines, payloads = mixed_batch(200)
+    write_lines(tmp_path / "in.jsonl", lines)
     args = [str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--json-summary"]
-    result = _run(_cli_env(emulator), *args, "--at-most-once", "--resume-wait", "20")
+    result = run(cli_env(emulator), *args, "--at-most-once", "--resume-wait", "20")
     assert result.returncode == 1, result.stderr.decode()
-    _check_results(_outputs(tmp_path / "out.jsonl"), payloads)
+    check_results(read_outputs(tmp_path / "out.jsonl"), payloads)
     summary = json.loads(result.stderr.decode().strip().splitlines()[-1])
-    stats = _control(emulator, "/_fanout/stats")
+    stats = control(emulator, "/_fanout/stats")
     assert stats["faults"]["dropped_responses"] > 0
     # In doubt, then settled by the notification the endpoint sent anyway; never sent twice.
     assert summary["this_run"]["in_doubt"] == stats["faults"]["dropped_responses"]
@@ -232,30 +138,30 @@ def test_at_most_once_never_sends_a_request_twice_even_when_202s_are_lost(
 
 
 def test_lost_202s_are_sent_again_and_counted(emulator: dict[str, str], tmp_path: Path) -> None:
-    _control(emulator, "/_fanout/faults", {**FAULTS, "throttle": None, "drop_response_rate": 0.1})
-    lines, payloads = _mixed_batch(200)
-    _write_lines(tmp_path / "in.jsonl", lines)
-    result = _run(
-        _cli_env(emulator), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--json-summary"
+    control(emulator, "/_fanout/faults", {**FAULTS, "throttle": None, "drop_response_rate": 0.1})
+    lines, payloads = mixed_batch(200)
+    write_lines(tmp_path / "in.jsonl", lines)
+    result = run(
+        cli_env(emulator), str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--json-summary"
     )
     assert result.returncode == 1, result.stderr.decode()
-    _check_results(_outputs(tmp_path / "out.jsonl"), payloads)
+    check_results(read_outputs(tmp_path / "out.jsonl"), payloads)
     summary = json.loads(result.stderr.decode().strip().splitlines()[-1])
-    stats = _control(emulator, "/_fanout/stats")
+    stats = control(emulator, "/_fanout/stats")
     # Exactly-once output, at-least-once processing: what ran twice is what fanout says it re-sent.
     assert 0 < stats["duplicate_inference_ids"] <= summary["this_run"]["resends"]
     assert summary["this_run"]["in_doubt"] == 0
 
 
 def test_ctrl_c_drains_and_a_rerun_finishes(emulator: dict[str, str], tmp_path: Path) -> None:
-    _control(emulator, "/_fanout/faults", {"latency": {"sagemaker": {"kind": "constant", "ms": 15}}})
-    lines, payloads = _mixed_batch(150)
-    _write_lines(tmp_path / "in.jsonl", lines)
+    control(emulator, "/_fanout/faults", {"latency": {"sagemaker": {"kind": "constant", "ms": 15}}})
+    lines, payloads = mixed_batch(150)
+    write_lines(tmp_path / "in.jsonl", lines)
     output = tmp_path / "out.jsonl"
     args = [str(tmp_path / "in.jsonl"), "-o", str(output), "--journal", str(tmp_path / "journal.db")]
     args += ["--max-in-flight", "4", "--max-pending", "12", "--resume-wait", "2", "--quiet"]
-    env = _cli_env(emulator)
-    process = subprocess.Popen(_command(*args), env=env, stderr=subprocess.PIPE)
+    env = cli_env(emulator)
+    process = subprocess.Popen(command(*args), env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline and not (output.exists() and output.read_bytes().count(b"\n") >= 20):
         time.sleep(0.01)
@@ -263,11 +169,11 @@ def test_ctrl_c_drains_and_a_rerun_finishes(emulator: dict[str, str], tmp_path: 
     _, stderr = process.communicate(timeout=RUN_TIMEOUT)
     assert process.returncode == 3, stderr.decode()
     assert b"stopping" in stderr
-    assert len(_outputs(output)) < 150
-    final = _run(env, *args)
+    assert len(read_outputs(output)) < 150
+    final = run(env, *args)
     assert final.returncode == 1, final.stderr.decode()
-    outputs = _outputs(output)
-    _check_results(outputs, payloads)
+    outputs = read_outputs(output)
+    check_results(outputs, payloads)
     assert not [record for record in outputs if record["status"] == "expired"]
 
 
@@ -281,9 +187,9 @@ def test_bad_lines_become_rejected_records(emulator: dict[str, str], tmp_path: P
         {"id": 7, "body": 1},
         {"id": "big", "body": {"pad": "z" * 130_000}},
     ]
-    _write_lines(tmp_path / "in.jsonl", lines)
-    result = _run(
-        _cli_env(emulator),
+    write_lines(tmp_path / "in.jsonl", lines)
+    result = run(
+        cli_env(emulator),
         str(tmp_path / "in.jsonl"),
         "-o",
         str(tmp_path / "out.jsonl"),
@@ -292,9 +198,8 @@ def test_bad_lines_become_rejected_records(emulator: dict[str, str], tmp_path: P
         "--quiet",
     )
     assert result.returncode == 1, result.stderr.decode()
-    records = {
-        record["failure_reason"] or record["id"]: record for record in _outputs(tmp_path / "out.jsonl")
-    }
+    written = read_outputs(tmp_path / "out.jsonl")
+    records = {record["failure_reason"] or record["id"]: record for record in written}
     assert len(records) == len(lines)
     reasons = sorted(records)
     assert "good" in reasons
@@ -336,12 +241,12 @@ def test_run_level_problems_exit_2_with_a_clear_message(
     message: str,
 ) -> None:
     emulator = idle_emulator
-    _write_lines(tmp_path / "in.jsonl", [{"body": {"n": n}} for n in range(5)])
+    write_lines(tmp_path / "in.jsonl", [{"body": {"n": n}} for n in range(5)])
     (tmp_path / "out.jsonl").write_bytes(b"an earlier run's output\n")
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
     args = [arg.format(base=emulator["AWS_ENDPOINT_URL"], tmp=tmp_path) for arg in extra_args]
-    result = _run(
-        _cli_env(emulator, **env_overrides),
+    result = run(
+        cli_env(emulator, **env_overrides),
         str(tmp_path / "in.jsonl"),
         "-o",
         str(tmp_path / "out.jsonl"),
@@ -351,7 +256,7 @@ def test_run_level_problems_exit_2_with_a_clear_message(
     assert result.returncode == 2, stderr
     assert message in stderr
     assert "Traceback" not in stderr
-    assert _control(emulator, "/_fanout/stats")["invocations"]["accepted"] == 0
+    assert control(emulator, "/_fanout/stats")["invocations"]["accepted"] == 0
     # Nothing was written: not the earlier output, not the input, and no journal is left behind.
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
@@ -359,30 +264,134 @@ def test_run_level_problems_exit_2_with_a_clear_message(
 def test_a_second_run_on_the_same_journal_exits_2_and_names_it(
     emulator: dict[str, str], tmp_path: Path
 ) -> None:
-    _control(emulator, "/_fanout/faults", {"latency": {"sagemaker": {"kind": "constant", "ms": 20}}})
-    lines, payloads = _mixed_batch(120)
-    _write_lines(tmp_path / "in.jsonl", lines)
+    control(emulator, "/_fanout/faults", {"latency": {"sagemaker": {"kind": "constant", "ms": 20}}})
+    lines, payloads = mixed_batch(120)
+    write_lines(tmp_path / "in.jsonl", lines)
     output, journal = tmp_path / "out.jsonl", tmp_path / "journal.db"
     args = [str(tmp_path / "in.jsonl"), "-o", str(output), "--journal", str(journal), "--max-in-flight", "2"]
-    env = _cli_env(emulator)
-    first = subprocess.Popen(_command(*args, "--quiet"), env=env, stderr=subprocess.PIPE)
+    env = cli_env(emulator)
+    first = subprocess.Popen(command(*args, "--quiet"), env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline and not (output.exists() and output.read_bytes().count(b"\n") >= 5):
         time.sleep(0.01)
-    second = _run(env, *args)
+    second = run(env, *args)
     assert second.returncode == 2, second.stderr.decode()
     assert f"the journal {str(journal)!r} is in use by another fanout run" in second.stderr.decode()
     assert first.wait(timeout=RUN_TIMEOUT) == 1, first.stderr.read().decode() if first.stderr else ""
-    _check_results(_outputs(output), payloads)
+    check_results(read_outputs(output), payloads)
 
 
 def test_a_missing_input_and_unknown_flags_are_usage_errors(
     idle_emulator: dict[str, str], tmp_path: Path
 ) -> None:
     emulator = idle_emulator
-    missing = _run(_cli_env(emulator), str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "out.jsonl"))
+    missing = run(cli_env(emulator), str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "out.jsonl"))
     assert missing.returncode == 2
     assert b"does not exist" in missing.stderr
-    unknown = _run(_cli_env(emulator), "-", "-o", "-", "--bogus")
+    unknown = run(cli_env(emulator), "-", "-o", "-", "--bogus")
     assert unknown.returncode == 2
     assert b"unrecognized arguments: --bogus" in unknown.stderr
+
+
+def test_the_summary_prices_the_run_and_report_reads_its_output(
+    emulator: dict[str, str], tmp_path: Path
+) -> None:
+    lines, payloads = mixed_batch(80)
+    write_lines(tmp_path / "in.jsonl", lines)
+    output = tmp_path / "out.jsonl"
+    result = run(cli_env(emulator), str(tmp_path / "in.jsonl"), "-o", str(output), "--json-summary")
+    assert result.returncode == 1, result.stderr.decode()
+    summary = json.loads(result.stderr.decode().strip().splitlines()[-1])
+    cost = summary["cost"]
+    this_run = summary["this_run"]
+    calls = {line["operation"]: line["calls"] for line in cost["lines"] if line["made_by"] == "fanout"}
+    assert calls == {name: count for name, count in this_run["api_calls"].items() if name in calls}
+    assert calls["sqs.ReceiveMessage"] == this_run["api_calls"]["sqs.ReceiveMessage"]
+    # Through S3, each inline request would have cost a PUT (staging) and a GET (the endpoint).
+    prices = {line["operation"]: line["unit_price"] for line in cost["lines"]}
+    saved = this_run["inline"] * (prices["s3.PutObject"] + prices.get("s3.GetObject", 0.0004 / 1000))
+    assert cost["counterfactual"]["inline_saved"] == pytest.approx(saved)
+    assert cost["per_1000_inferences"] == pytest.approx(
+        cost["total"] * 1000 / (this_run["inline"] + this_run["s3"])
+    )
+    assert cost["compute_counted"] is False
+
+    report = subprocess.run(
+        [*command()[:-1], "report", str(output), "--json"], capture_output=True, timeout=RUN_TIMEOUT
+    )
+    assert report.returncode == 0, report.stderr.decode()
+    document = json.loads(report.stdout)
+    assert document["outcomes"] == len(payloads)
+    assert document["statuses"] == {"succeeded": 76, "failed": 4, "expired": 0, "rejected": 0}
+    assert document["failure_reasons"]["top"][0]["count"] == 4  # the failing lines, grouped as one reason
+
+    bad_prices = tmp_path / "prices.json"
+    bad_prices.write_text("{}")
+    refused = run(
+        cli_env(emulator),
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "o2.jsonl"),
+        "--prices",
+        str(bad_prices),
+    )
+    assert refused.returncode == 2
+    assert str(bad_prices) in refused.stderr.decode()
+    assert not (tmp_path / "o2.jsonl").exists()
+
+
+def _emulator_pid(port: int) -> int:
+    """The emulator this test process started on ``port`` (other tests' emulators may be running)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields["PPid"]) == os.getpid() and cmdline.endswith(b"fanout.testing\0--port\0%d\0" % port):
+            return int(status.parent.name)
+    raise AssertionError("no emulator process found")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the emulator in /proc")
+def test_a_run_level_error_mid_run_prints_what_finished_and_how_to_resume(tmp_path: Path) -> None:
+    lines, _ = mixed_batch(600)
+    write_lines(tmp_path / "in.jsonl", lines)
+    output = tmp_path / "out.jsonl"
+    args = [str(tmp_path / "in.jsonl"), "-o", str(output), "--journal", str(tmp_path / "j.db")]
+    port = free_port()
+    faults = {"latency": {"sagemaker": {"kind": "constant", "ms": 20}}}
+    with run_emulator_process(port=port, faults=faults) as env:
+        process = subprocess.Popen(
+            command(*args, "--max-in-flight", "2"), env=cli_env(env), stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline and not (
+            output.exists() and output.read_bytes().count(b"\n") >= 20
+        ):
+            time.sleep(0.01)
+        os.kill(_emulator_pid(port), signal.SIGKILL)  # the service goes away mid-run
+        _, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    text = stderr.decode()
+    assert process.returncode == 3, text
+    assert "Traceback" not in text and "unexpected error" not in text
+    written = len(read_outputs(output))
+    assert f"fanout run: {written:,} outcome" in text  # the summary of what finished
+    assert "stopped: rerun the same command to finish; the journal skips what is done" in text
+    assert text.strip().splitlines()[-1].startswith("fanout run: error: could not connect to")
+
+
+def test_a_closed_stdout_ends_the_run_quietly(emulator: dict[str, str], tmp_path: Path) -> None:
+    stdin = "".join(json.dumps({"body": {"n": n}}) + "\n" for n in range(300)).encode()
+    process = subprocess.Popen(
+        command("-", "-o", "-"), env=cli_env(emulator), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    process.stdin.write(stdin)
+    process.stdin.close()
+    first = [process.stdout.readline() for _ in range(3)]  # | head -3
+    process.stdout.close()
+    assert process.wait(timeout=RUN_TIMEOUT) == 3
+    assert all(json.loads(line)["status"] == "succeeded" for line in first)
+    assert process.stderr.read() == b""  # no traceback, no message: as Unix tools do

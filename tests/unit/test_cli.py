@@ -199,7 +199,9 @@ def test_bench_passes_every_flag_to_the_suite(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as info:
         main(["bench", "--help"])
     assert info.value.code == 0
-    assert "python -m benchmarks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fanout bench")  # its own name, and the suite's description
+    assert "fanout benchmarks:" in out
 
 
 def test_bench_outside_a_checkout_says_where_to_run_it(
@@ -215,3 +217,43 @@ def test_bench_outside_a_checkout_says_where_to_run_it(
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "benchmarks").is_dir()])
     assert main(["bench", "--quick"]) == 2
     assert "source checkout" in capsys.readouterr().err
+
+
+def test_version_and_help_show_every_default_and_the_input_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("fanout ")
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for fragment in (
+        "concurrent InvokeEndpointAsync calls (default: 64)",
+        "(default: 1000)",
+        "cap on invokes per second (default: none",
+        "(default: 300)",
+        "(default: application/json)",
+        "input: one JSON object per line",
+        '{"id": "a1", "body": {"text": "hello"}}',
+    ):
+        assert fragment in text
+
+
+def test_counts_take_the_right_number_and_progress_labels_match_the_summary() -> None:
+    from fanout._cli import _count, _detail
+    from fanout._run_command import RunProgress
+
+    assert (_count(1, "outcome"), _count(0, "outcome"), _count(1234, "request")) == (
+        "1 outcome",
+        "0 outcomes",
+        "1,234 requests",
+    )
+    snapshot = RunProgress(
+        read=5, submitted=5, accepted=4, completed={"succeeded": 1234, "rejected": 1}, throttles=0,
+        current_limit=12, outstanding=3, earlier=0, in_flight=3,
+    )  # fmt: skip
+    detail = _detail(snapshot, 0.5)
+    assert "succeeded 1,234 · failed 0 · expired 0 · rejected 1" in detail
+    assert "in flight 3 of 12 allowed" in detail
+    stream = io.StringIO()
+    render_summary(_result({"succeeded": 1}), EXIT_OK, stream)
+    assert "fanout run: 1 outcome in" in stream.getvalue()
+    for status in ("succeeded", "failed", "expired", "rejected"):
+        assert status in stream.getvalue()

@@ -12,38 +12,47 @@ import asyncio
 import datetime
 import io
 import json
-import socket
 import ssl
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fanout._exceptions import ConfigError, FanoutError, map_aws_errors
+from fanout._exceptions import ConfigError
 from fanout._fastpath import FastInvoker
-from fanout._retry import classify, delivery_of
+from fanout._retry import delivery_of
+from tests.fastwire import (
+    ACCESS_KEY,
+    FAILURES,
+    FROZEN,
+    INVOCATION_ID,
+    SECRET_KEY,
+    Answer,
+    Recorded,
+    Server,
+    assert_same_outcome,
+    free_port as _free_port,
+    freeze,
+    mapper,
+    outcome as _outcome,
+    raw_server as _raw_server,
+    serve as _serve,
+)
 
 pytestmark = pytest.mark.anyio
 
-FROZEN = datetime.datetime(2026, 3, 4, 5, 6, 7)
-INVOCATION_ID = uuid.UUID("00000000-0000-4000-8000-000000000007")
 CALL = "sagemaker-runtime.InvokeEndpointAsync"
-ACCESS_KEY, SECRET_KEY = "AKIDFASTPATHTEST", "fast-path-secret"
 
 
 @pytest.fixture
 def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    import botocore.auth
-
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *_, **__: FROZEN)
-    monkeypatch.setattr(uuid, "uuid4", lambda: INVOCATION_ID)
+    freeze(monkeypatch)
 
 
 def _session() -> Any:
@@ -98,17 +107,6 @@ async def _pair(
 # loopback servers
 
 
-@dataclass
-class Recorded:
-    method: str
-    target: str
-    """The request target as sent: the path and query, or an absolute URL through a proxy."""
-    headers: list[tuple[bytes, bytes]]
-    """Every header, in order, as bytes on the wire."""
-    body: bytes
-
-
-Answer = tuple[int, dict[str, str], bytes]
 ACCEPTED: Answer = (
     202,
     {
@@ -121,87 +119,10 @@ ACCEPTED: Answer = (
 )
 
 
-@dataclass
-class Server:
-    """Records each request and answers with ``answer``."""
-
-    url: str = ""
-    requests: list[Recorded] = field(default_factory=list)
-    answer: Answer = ACCEPTED
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append(Recorded(request.method, request.raw_path, list(request.raw_headers), body))
-        status, headers, content = self.answer
-        # No Date header: it changes from one second to the next, and nothing here reads it.
-        response = web.Response(status=status, body=content, headers=headers)
-        response.headers["Date"] = "Wed, 04 Mar 2026 05:06:07 GMT"
-        return response
-
-
-@asynccontextmanager
-async def _serve(server: Server, *, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
-    app = web.Application(client_max_size=1 << 22)
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    server.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-    try:
-        yield server
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    async with _serve(Server()) as running:
+    async with _serve(Server(answer=ACCEPTED)) as running:
         yield running
-
-
-@asynccontextmanager
-async def _raw_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[str]:
-    """A TCP server on 127.0.0.1 that misbehaves as ``handle`` says; yields its URL."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handle(reader, writer)
-        finally:
-            writer.close()
-            tasks.discard(task)
-
-    listener = await asyncio.start_server(connected, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        listener.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await listener.wait_closed()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            await reader.readexactly(int(line.split(b":", 1)[1]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,45 +417,8 @@ async def test_refreshable_credentials_are_picked_up_on_every_call(
 # answers and errors
 
 
-def _comparable(response: Any) -> Any:
-    return json.loads(json.dumps(response, default=str))
-
-
-async def _outcome(call: Callable[..., Awaitable[dict[str, Any]]], kwargs: dict[str, Any]) -> Any:
-    try:
-        return await call(**kwargs)
-    except Exception as exc:
-        return exc
-
-
 def _assert_same_outcome(expected: Any, actual: Any) -> None:
-    if not isinstance(expected, BaseException):
-        assert _comparable(actual) == _comparable(expected)
-        return
-    assert type(actual) is type(expected), (actual, expected)
-    assert str(actual) == str(expected)
-    assert _comparable(getattr(actual, "response", None)) == _comparable(getattr(expected, "response", None))
-    assert getattr(actual, "operation_name", None) == getattr(expected, "operation_name", None)
-    assert classify(actual) == classify(expected)
-    assert delivery_of(actual) == delivery_of(expected)
-    from botocore.exceptions import BotoCoreError
-
-    if isinstance(expected, BotoCoreError):
-        assert isinstance(actual, BotoCoreError)
-        assert set(actual.kwargs) == set(expected.kwargs)
-        assert type(actual.kwargs.get("error")) is type(expected.kwargs.get("error"))
-        assert actual.kwargs.get("endpoint_url") == expected.kwargs.get("endpoint_url")
-    assert type(_mapped(actual)) is type(_mapped(expected))
-
-
-def _mapped(exc: BaseException) -> BaseException:
-    try:
-        with map_aws_errors(endpoint_name="ep1"):
-            raise exc
-    except FanoutError as mapped:
-        return mapped
-    except BaseException as passed:
-        return passed
+    assert_same_outcome(expected, actual, mapper(endpoint_name="ep1"))
 
 
 def _json(status: int, code: str | None, body: Any, **headers: str) -> Answer:
@@ -605,47 +489,6 @@ async def test_an_accepted_invoke_returns_aiobotocores_shape(frozen: None, serve
     assert metadata["HTTPStatusCode"] == 202
     assert metadata["RetryAttempts"] == 0
     assert metadata["HTTPHeaders"]["x-amzn-sagemaker-outputlocation"] == "s3://out/results/x.out"
-
-
-async def _close_after_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _read_request(reader)
-
-
-async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _read_request(reader)
-    await reader.read()  # until the client gives up and closes the connection
-
-
-async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _read_request(reader)
-    writer.write(b"this is not HTTP\r\n\r\n")
-    await writer.drain()
-
-
-async def _short_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _read_request(reader)
-    writer.write(
-        b'HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\nContent-Type: application/json\r\n\r\n{"Inf'
-    )
-    await writer.drain()
-
-
-async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _read_request(reader)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        # SO_LINGER 0: close with a RST instead of a FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    writer.transport.abort()
-
-
-FAILURES = {
-    "closed without an answer": _close_after_request,
-    "read timeout": _never_answer,
-    "not HTTP": _garbage,
-    "body cut short": _short_body,
-    "connection reset": _reset,
-}
 
 
 @pytest.mark.parametrize("name", list(FAILURES))
@@ -752,7 +595,7 @@ async def test_tls_verification_follows_the_client(
     if trust == "AWS_CA_BUNDLE":
         monkeypatch.setenv("AWS_CA_BUNDLE", str(tls.ca_file))
     async with (
-        _serve(Server(), ssl_context=tls.server_context) as server,
+        _serve(Server(answer=ACCEPTED), ssl_context=tls.server_context) as server,
         _session().create_client(
             "sagemaker-runtime",
             region_name="us-east-1",

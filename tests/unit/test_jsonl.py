@@ -205,9 +205,10 @@ def test_a_success_with_json_output_carries_the_parsed_result() -> None:
         submitted_at=1_700_000_000.5,
         completed_at=1_700_000_001.25,
     )
-    record = _decode(format_outcome(outcome))
+    record = _decode(format_outcome(outcome, 7))
     assert record == {
         "id": "a",
+        "line": 7,
         "inference_id": "iid",
         "status": "succeeded",
         "payload": "inline",
@@ -270,6 +271,7 @@ def test_failures_expiries_and_rejections_have_a_reason_and_a_null_result() -> N
     assert rejected["submitted_at"] is None
     assert rejected["completed_at"] == "2023-11-14T22:13:20.000Z"
     assert rejected["failure_reason"].startswith("line 7: malformed JSON")
+    assert rejected["line"] == 7  # an unreadable line's rejection carries its own number
 
 
 def test_timestamps_are_utc_iso8601() -> None:
