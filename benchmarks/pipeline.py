@@ -284,9 +284,12 @@ def scenario_section(result: ScenarioResult, *, note: str | None = None) -> list
     return out
 
 
-def splice_section(path: Path, result: ScenarioResult, *, note: str) -> None:
+def splice_section(
+    path: Path, result: ScenarioResult, *, note: str, headline_prefix: str = HEADLINE_PREFIX
+) -> None:
     """Put ``result``'s section into the RESULTS.md at ``path``: in place of the section of the same
-    title, or at the end; and its headline in place of the previous one, or last in the list."""
+    title, or at the end; and its headline (which starts with ``headline_prefix``) in place of the
+    previous one, or last in the list."""
     lines = path.read_text(encoding="utf-8").splitlines()
     section = scenario_section(result, note=note)
     heading = f"## {result.title}"
@@ -301,7 +304,7 @@ def splice_section(path: Path, result: ScenarioResult, *, note: str) -> None:
     if "## Headline" in lines:
         start = lines.index("## Headline") + 2
         end = next((i for i in range(start, len(lines)) if not lines[i].startswith("- ")), len(lines))
-        kept = [line for line in lines[start:end] if not line.startswith(f"- {HEADLINE_PREFIX}")]
+        kept = [line for line in lines[start:end] if not line.startswith(f"- {headline_prefix}")]
         lines[start:end] = [*kept, *(f"- {h}" for h in result.headlines)]
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
 

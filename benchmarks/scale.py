@@ -30,6 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # ``python benchmarks/scale.py``: import the checkout as ``-m`` does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import pipeline
 from benchmarks._harness import (
     ScenarioResult,
     command_line,
@@ -60,25 +61,8 @@ LAYOUTS = {"both": ("unpinned", "pinned"), "unpinned": ("unpinned",), "pinned": 
 
 
 def splice_section(path: Path, result: ScenarioResult, *, note: str) -> None:
-    """Put ``result``'s section into the RESULTS.md at ``path``: in place of the section of the same
-    title, or at the end; and its headline in place of the previous one, or last in the list."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    section = scenario_section(result, note=note)
-    heading = f"## {result.title}"
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section
-    else:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *section]
-    if "## Headline" in lines:
-        start = lines.index("## Headline") + 2
-        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("- ")), len(lines))
-        kept = [line for line in lines[start:end] if not line.startswith(f"- {HEADLINE_PREFIX}")]
-        lines[start:end] = [*kept, *(f"- {h}" for h in result.headlines)]
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    """Put the scale-out section and headline into the RESULTS.md at ``path``."""
+    pipeline.splice_section(path, result, note=note, headline_prefix=HEADLINE_PREFIX)
 
 
 def main(argv: list[str] | None = None) -> int:

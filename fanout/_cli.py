@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from typing import Any, Literal, NoReturn, TextIO
 
 import anyio
 
+from ._check import CheckReport, check_run
 from ._config import (
     DEFAULT_RETRY,
     HybridTracking,
@@ -168,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("input", metavar="INPUT", help="JSONL requests, or - for standard input")
     run.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="JSONL outcomes, or - for stdout"
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="JSONL outcomes, or - for stdout (required, except with --check)",
     )
     run.add_argument("--endpoint", metavar="NAME", help=f"endpoint name (default: ${_ENV_ENDPOINT})")
     run.add_argument(
@@ -243,6 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--journal", metavar="PATH", help="SQLite journal; rerun with it to resume after a crash"
+    )
+    run.add_argument(
+        "--rerun",
+        action="append",
+        metavar="EARLIER_OUTPUT",
+        help=(
+            "run only the lines that did not succeed in EARLIER_OUTPUT, an earlier output of this INPUT "
+            "(failed, expired, rejected, or with no record); the new output keeps their line numbers. "
+            "Give it once per earlier output (the first run's and each rerun's). Each line is sent "
+            "under a new inference id, except lines that give their own inference_id, which is sent again"
+        ),
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "check every input line and the configuration (region, credentials, endpoint, queue, "
+            "staging bucket), then exit: 0 if all is well, 2 with the problems; sends nothing and "
+            "writes no file, so -o is optional"
+        ),
     )
     run.add_argument(
         "--request-ttl",
@@ -371,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     bench.add_argument("bench_args", nargs="*")
+    for sub in commands.choices.values():
+        # A flag the command does not know is reported with the command's usage, not fanout's.
+        sub.set_defaults(command_parser=sub)
     return parser
 
 
@@ -413,6 +441,9 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         raise ConfigError(f"--content-type must be a non-empty ASCII media type, got {content_type!r}")
     if args.input != "-" and not os.path.exists(args.input):
         raise ConfigError(f"the input {args.input!r} does not exist")
+    for earlier in args.rerun or ():
+        if earlier != "-" and not os.path.exists(earlier):
+            raise ConfigError(f"--rerun {earlier!r} does not exist")
     workers: Workers | None = None
     count = None if args.workers in (None, "auto") else args.workers
     if args.ray is not None:
@@ -423,7 +454,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         workers = Workers(count=count)
     return RunOptions(
         input=args.input,
-        output=args.output,
+        output=args.output if args.output is not None else "-",  # only --check goes without -o
         endpoint_name=endpoint,
         tracking=tracking,
         limits=Limits(
@@ -441,6 +472,7 @@ def parse_run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.
         journal=args.journal,
         fast_path=args.fast_path,
         workers=workers,
+        rerun=tuple(args.rerun or ()),
     )
 
 
@@ -483,6 +515,7 @@ def summary_dict(result: RunResult, code: int, cost: CostReport | None = None) -
         "earlier_runs": result.earlier,
         "resumed": result.resumed,
         "workers": result.workers,
+        **({"rerun": result.rerun.to_dict()} if result.rerun is not None else {}),
         "this_run": result.report.to_dict(),
         **({"cost": cost.to_dict()} if cost is not None else {}),
     }
@@ -538,6 +571,13 @@ def render_summary(
         console.print(
             f"workers: {result.workers} sent the requests; this process tracked them and wrote the output"
         )
+    if result.rerun is not None:
+        console.print(result.rerun.describe())
+        if result.rerun.own_inference_ids:
+            console.print(
+                f"rerun: {_count(result.rerun.own_inference_ids, 'line')} sent again under the inference_id "
+                "the input gives (a late notification of the earlier attempt could have settled it)"
+            )
     if result.resumed:
         console.print(f"resumed: tracked {_count(result.resumed, 'request')} sent by an earlier run")
     if report.resends:
@@ -596,7 +636,12 @@ class _Display:
         from rich.progress import BarColumn, Progress, TextColumn
         from rich.text import Text
 
-        total = await anyio.to_thread.run_sync(count_lines, self._batch.options.input, abandon_on_cancel=True)
+        if self._batch.options.rerun:
+            total = None  # the selected lines: known once the run has read the earlier output (_draw)
+        else:
+            total = await anyio.to_thread.run_sync(
+                count_lines, self._batch.options.input, abandon_on_cancel=True
+            )
         bar = Progress(TextColumn("[bold]fanout"), BarColumn(), TextColumn("{task.description}"))
         task = bar.add_task("", total=total)
         detail = Text()
@@ -608,14 +653,20 @@ class _Display:
                     self._draw(bar, task, detail, clock, total)
                     await anyio.sleep(0.25)
             finally:
-                self._draw(bar, task, detail, clock, total)  # the last frame: the final counts
+                # The last frame: the final counts, and the rate over the whole run, as the summary.
+                self._draw(bar, task, detail, clock, total, final=True)
                 live.refresh()
                 self._live = None
 
-    def _draw(self, bar: Any, task: Any, detail: Any, clock: _Rate, total: int | None) -> None:
+    def _draw(
+        self, bar: Any, task: Any, detail: Any, clock: _Rate, total: int | None, *, final: bool = False
+    ) -> None:
         snapshot = self._batch.progress()
+        if total is None and self._batch.selection is not None:
+            total = self._batch.selection.selected
+            bar.update(task, total=total)
         done = sum(snapshot.completed.values()) + snapshot.earlier
-        rate, throttle_rate = clock.update(done - snapshot.earlier, snapshot.throttles)
+        rate, throttle_rate = clock.update(done - snapshot.earlier, snapshot.throttles, whole_run=final)
         elapsed = _clock_time(clock.elapsed)
         if total is None:
             head = f"{done:,} done · {rate:,.0f}/s · elapsed {elapsed}"
@@ -640,8 +691,12 @@ class _Rate:
     def elapsed(self) -> float:
         return time.monotonic() - self._start
 
-    def update(self, done: int, throttles: int) -> tuple[float, float]:
+    def update(self, done: int, throttles: int, *, whole_run: bool = False) -> tuple[float, float]:
+        """The rates over the last few seconds, or with ``whole_run`` since the display started."""
         now = time.monotonic()
+        if whole_run:
+            span = now - self._start
+            return (done / span, throttles / span) if span > 0 else (0.0, 0.0)
         self._samples.append((now, done, throttles))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._WINDOW:
             self._samples.pop(0)
@@ -740,6 +795,8 @@ def _message(exc: FanoutError) -> str:
 
 def _run_command(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, args.log_format)
+    if args.check:
+        return _check_command(args)
     try:
         options = parse_run_options(args)
         prices = load_prices(args.prices, args.price_region)
@@ -785,6 +842,72 @@ def _run_command(args: argparse.Namespace) -> int:
     return code
 
 
+def _check_command(args: argparse.Namespace) -> int:
+    """``fanout run --check``: the report on stderr, exit 0 or 2; nothing sent, no file written."""
+    try:
+        options = parse_run_options(args)
+    except FanoutError as exc:
+        print(f"fanout run --check: error: {_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = run(check_run, options, args.output is not None)
+    except KeyboardInterrupt:
+        print("fanout run --check: aborted", file=sys.stderr)
+        return EXIT_ABORTED
+    code = EXIT_OK if report.ok else EXIT_USAGE
+    if args.json_summary:
+        print(json.dumps({"exit_code": code, "check": report.to_dict()}), file=sys.stderr)
+    else:
+        render_check(report, code, sys.stderr, input_name=args.input)
+    return code
+
+
+def render_check(report: CheckReport, code: int, stream: TextIO, *, input_name: str) -> None:
+    """The report of ``fanout run --check``: one line per thing checked, then the first problem lines.
+
+    In a log or a pipe, plain lines that are never wrapped, so that each finding stays whole; on a
+    terminal, each detail wraps under itself instead of at the screen's edge.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    styles = {"ok": "green", "problem": "bold red", "warning": "yellow", "not checked": "dim"}
+    width = max((len(finding.subject) for finding in report.findings), default=0)
+    indent = 2 + width + 2 + 11 + 2
+    room = console.width - indent if console.is_terminal and console.width - indent >= 30 else None
+    console.print(f"fanout run --check {escape(input_name)}")
+    for finding in report.findings:
+        status = f"[{styles[finding.status]}]{finding.status:<11}[/]"
+        detail = _wrapped(finding.detail, room)
+        console.print(f"  {finding.subject:<{width}}  {status}  {escape(detail[0])}")
+        for rest in detail[1:]:
+            console.print(" " * indent + escape(rest))
+    lines = report.input
+    if lines is not None and lines.problems:
+        console.print(f"lines a run would reject ({lines.problems:,}):")
+        for item in lines.first_problems:
+            text = _wrapped(f"line {item.line}: {item.reason}", None if room is None else console.width - 4)
+            console.print(f"  {text[0]}", markup=False)
+            for rest in text[1:]:
+                console.print(f"    {rest}", markup=False)
+        more = lines.problems - len(lines.first_problems)
+        if more:
+            console.print(f"  ... and {more:,} more")
+    verdict = "all is well" if report.ok else _count(report.problems, "problem")
+    if report.warnings:
+        verdict += f", {_count(report.warnings, 'warning')}"
+    console.print(f"fanout run --check: {verdict}; nothing was sent (exit code {code})")
+
+
+def _wrapped(text: str, width: int | None) -> list[str]:
+    """``text`` in lines of at most ``width`` columns (whole words, URLs and ARNs kept whole), or
+    as one line when ``width`` is ``None``."""
+    if width is None:
+        return [text]
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+
+
 def _print_summary(args: argparse.Namespace, result: RunResult, code: int, cost: CostReport) -> None:
     if args.json_summary:
         print(json.dumps(summary_dict(result, code, cost)), file=sys.stderr)
@@ -816,7 +939,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(arguments)
+        args, unknown = parser.parse_known_args(arguments)
+        if unknown:
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.command == "run" and args.output is None and not args.check:
+            # Not required=True: --check goes without it. Worded as argparse words a missing flag.
+            args.command_parser.error("the following arguments are required: -o/--output")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "run":

@@ -54,6 +54,7 @@ from ._config import (
 from ._dispatch import Dispatcher, DispatcherStatistics
 from ._exceptions import ConfigError, unwrap_task_errors
 from ._fastpath import FastInvoker
+from ._fasts3 import FastS3
 from ._fastsqs import FastSqs
 from ._metrics import metrics_for
 from ._models import InferenceRequest, Outcome, Rejected, RunReport, Submission
@@ -573,9 +574,9 @@ async def open_client(
     each notification on the queue until ``client.acknowledge(outcome)``, for callers that store
     outcomes durably. ``fast_path`` sends InvokeEndpointAsync with fanout's own request template and
     botocore's signer over one aiohttp connector (a third of aiobotocore's CPU per call, the same
-    wire request), and the tracker's ReceiveMessage, DeleteMessageBatch and
-    ChangeMessageVisibilityBatch the same way; ``False`` sends them through aiobotocore like every
-    other call. ``workers`` sends
+    wire request), the tracker's ReceiveMessage, DeleteMessageBatch and
+    ChangeMessageVisibilityBatch, and the result fetches' GetObject the same way; ``False`` sends
+    them through aiobotocore like every other call. ``workers`` sends
     from worker processes (or Ray actors) instead of this one, each with its share of
     ``max_in_flight`` and ``max_per_second``; the client still deals, tracks and owns
     ``max_pending`` (see ``Workers``). Workers make their AWS clients from the standard
@@ -623,6 +624,8 @@ async def open_client(
             pool += staging.max_concurrency if staging is not None else 0
             pool += s3_part.max_concurrency if s3_part is not None else 0
             s3 = await aws("s3", AioConfig(max_pool_connections=pool))
+            if fast_path:
+                s3 = await stack.enter_async_context(FastS3(s3, counter=api_calls))
         if sqs_part is not None:
             # botocore's retries off, on both paths: the tracker retries its SQS calls itself
             # (call_with_retry), and the two would multiply.

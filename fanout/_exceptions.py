@@ -280,7 +280,10 @@ def unwrap_task_errors() -> Iterator[None]:
     except BaseExceptionGroup as group:
         errors = _real_errors(group)
         if len(errors) == 1 or (errors and all(isinstance(error, FanoutError) for error in errors)):
-            raise errors[0] from None
+            error = errors[0]
+            # Its own cause stays (``raise ... from exc`` where it was raised); the group it came
+            # out of is not a cause, only the way it travelled.
+            raise error from error.__cause__
         raise
 
 

@@ -267,7 +267,7 @@ def _json_type(value: object) -> str:
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, str):
-        return "a string"
+        return "a string" if value else "an empty string"
     if isinstance(value, list):
         return "an array"
     return "an object"

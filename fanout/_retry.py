@@ -464,8 +464,16 @@ class AimdControl:
             before = min(self.adaptive_rate or math.inf, measured)
         rate = self.decrease * before
         if not settled:
-            # Slow start overshoots the capacity by at most twice: never cut below half its last rate.
-            rate = max(rate, self._slow_start_floor)
+            accepted = self._accepted_since_slow_start(now)
+            if accepted is None:
+                # Too soon to measure: slow start overshot the capacity, by about twice when the
+                # service pushed back at once, so never cut below half its last rate.
+                rate = max(rate, self._slow_start_floor)
+            else:
+                # A burst allowance (a token bucket starting full) can hide the capacity until slow
+                # start has overshot it by far more than twice; what was accepted since slow start
+                # ended is the capacity, and the ramp is not in it. Jump towards it, at most halving.
+                rate = min(rate, max(accepted, _DEEPEST_CUT * before))
         if len(self._successes) >= _MIN_SAMPLES and settled:
             # While throttled, what the service accepted is its capacity: jump there at once
             # instead of stepping down one round trip at a time. But never below half the rate
@@ -476,6 +484,14 @@ class AimdControl:
         self._rate_at_cut = self.adaptive_rate
         self._last_increase = now
         return True
+
+    def _accepted_since_slow_start(self, now: float) -> float | None:
+        """The rate of successes since slow start ended, or ``None`` with too few to tell."""
+        since = now - self._slow_start_ended
+        count = sum(1 for success in self._successes if success >= self._slow_start_ended)
+        if count < _MIN_SAMPLES_AFTER_SLOW_START or since <= 0:
+            return None
+        return count / since
 
     def _end_slow_start(self, now: float) -> None:
         """The first push-back. The rate has at most doubled since the last stretch without one, so
@@ -494,6 +510,7 @@ class AimdControl:
 
 
 _MIN_SAMPLES = 20
+_MIN_SAMPLES_AFTER_SLOW_START = 4
 _DEEPEST_CUT = 0.5
 _UNUSED = 1.9
 _MEASURING_WINDOW = 1.0

@@ -28,13 +28,25 @@ at-least-once processing. With ``at_most_once`` they are tracked instead, for
 long poll, since a killed run's receives hide messages that long), then reported ``expired``.
 
 Without ``--journal`` a temporary journal still finds duplicate ids, on disk.
+
+**``--rerun EARLIER``** (``_rerun``): before the journal is opened, the earlier output and the input
+are read and matched (a mismatch is a ``ConfigError``, nothing written); the reader then skips every
+line that is not selected, so an earlier success is never sent, and each selected line is claimed
+with a new inference id, so a late notification of its earlier attempt is unknown to this run. The
+journal's fingerprint names the earlier output and its sha256. Standard input is copied to a
+temporary file first, since it is read twice.
+
+**``--check``** (``_check``) calls ``check_input``: the same reader on a temporary journal, then the
+dispatcher's pure planning of each request, with nothing sent and nothing written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 import zlib
@@ -75,10 +87,11 @@ from ._models import (
     Submission,
 )
 from ._paths import check_distinct
-from ._payload import Invalid, choose_route
+from ._payload import Invalid, choose_route, plan_request, validate_request
 from ._report import ReportBuilder
+from ._rerun import RerunSelection, select_lines
 
-__all__ = ["RunCommand", "RunOptions", "RunProgress", "RunResult", "count_lines"]
+__all__ = ["InputCheck", "LineProblem", "RunCommand", "RunOptions", "RunProgress", "RunResult", "count_lines"]
 
 log = logging.getLogger("fanout.run")
 
@@ -116,6 +129,9 @@ class RunOptions:
     fast_path: bool = True
     workers: Workers | None = None
     """Send from worker processes or Ray actors (``--workers``, ``--ray``); ``None``: this process."""
+    rerun: tuple[str, ...] = ()
+    """Earlier outputs of the same input (``--rerun``): only the lines they do not show succeeded
+    are run (see ``_rerun``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,21 +175,63 @@ class RunResult:
     workers: int = 1
     """How many processes sent the requests: 1 is ``fanout run`` itself, more are worker processes
     (``--workers``) or Ray actors (``--ray``)."""
+    rerun: RerunSelection | None = None
+    """With ``--rerun``: the lines selected from the earlier output."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineProblem:
+    """An input line that a run would reject, and why (worded as its ``rejected`` record)."""
+
+    line: int
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputCheck:
+    """What ``RunCommand.check_input`` found: every line read as a run reads it, nothing sent."""
+
+    lines: int
+    """Non-blank lines read (with ``--rerun``: the selected ones)."""
+    requests: int
+    """Lines that would be sent."""
+    inline: int
+    s3: int
+    """Requests that would go through S3: staged by fanout, or given as ``input_location``."""
+    problems: int
+    """Lines that would be rejected."""
+    first_problems: Sequence[LineProblem]
+    """The first few of them, in line order."""
+    rerun: RerunSelection | None = None
 
 
 class RunCommand:
     """One ``fanout run``. ``await command.run(stop=event)``; ``command.progress()`` meanwhile."""
 
-    def __init__(self, options: RunOptions, *, session: Any = None, registry: Any = None) -> None:
-        if options.journal is not None and options.output == "-":
+    def __init__(
+        self, options: RunOptions, *, session: Any = None, registry: Any = None, writes: bool = True
+    ) -> None:
+        """``writes=False``: the command only checks its input (``check_input``); ``options.output``
+        is not used, and ``run`` refuses to start."""
+        if writes and options.journal is not None and options.output == "-":
             raise ConfigError(
                 "--journal needs an output file, not standard output: on resume it repairs the "
                 "output's last lines"
             )
-        check_distinct(
-            {"the input": options.input, "-o/--output": options.output, "--journal": options.journal}
-        )
+        if "-" in options.rerun:
+            raise ConfigError("--rerun needs the earlier output's file, not standard input")
+        for earlier in options.rerun or (None,):
+            check_distinct(
+                {
+                    "the input": options.input,
+                    "-o/--output": options.output if writes else None,
+                    "--journal": options.journal,
+                    "--rerun": earlier,
+                }
+            )
         self.options = options
+        self._writes = writes
         self._session = session
         self._registry = registry
         """A prometheus_client registry for the client's metrics (``open_client(registry=...)``)."""
@@ -200,6 +258,10 @@ class RunCommand:
         """Whether anything reached the endpoint (this run, or an earlier one being resumed)."""
         self.partial: RunResult | None = None
         """When the run stopped with a run-level error: what it finished before."""
+        self.selection: RerunSelection | None = None
+        """With ``--rerun``: the lines to run, once the run has read the earlier output."""
+        self._spool: BinaryIO | None = None
+        """Standard input copied to a temporary file, for ``--rerun``, which reads the input twice."""
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -229,9 +291,112 @@ class RunCommand:
         """Run to the end, or until ``stop`` is set: then stop reading, let the invokes on the wire
         finish, and (with a journal) leave the accepted ones to the next run; without one, wait for
         their outcomes."""
-        stop = stop if stop is not None else anyio.Event()
+        if not self._writes:
+            raise ConfigError("-o/--output is needed: where the outcomes go (only --check goes without)")
+        self.check_output_writable()
+        with self._spooled():
+            # Before the journal exists: a --rerun that does not match the input creates nothing.
+            await self._select()
+            return await self._run(stop if stop is not None else anyio.Event())
+
+    async def check_input(self, *, keep: int = 20) -> InputCheck:
+        """Read every input line as a run reads it (the same reader: parsing, duplicate ids found in a
+        temporary journal, the ``--rerun`` selection), and plan each request as the dispatcher does
+        (validation, and the inline or S3 route), sending nothing and writing nothing. ``keep``: how
+        many problems to keep, in line order."""
+        with self._spooled():
+            await self._select()
+            journal = await anyio.to_thread.run_sync(Journal.temporary)
+            try:
+                return await self._check_lines(JournalWorker(journal), keep)
+            finally:
+                journal.close()
+
+    async def _check_lines(self, worker: JournalWorker, keep: int) -> InputCheck:
         options = self.options
-        self._check_output_writable()
+        staging = options.staging is not None
+        found: list[LineProblem] = []
+        problems = 0
+        routes = {"inline": 0, "s3": 0}
+
+        def problem(line: int, id: str | None, reason: str) -> None:
+            nonlocal problems
+            problems += 1
+            if len(found) < keep or (found and line < found[-1].line):
+                prefix = f"line {line}: "
+                found.append(LineProblem(line=line, id=id, reason=reason.removeprefix(prefix)))
+                found.sort(key=lambda item: item.line)
+                del found[keep:]
+
+        async def collect(receive: MemoryObjectReceiveStream[_Located]) -> None:
+            async with receive:
+                async for line, _, rejected in receive:
+                    assert isinstance(rejected, Rejected)
+                    problem(line, rejected.id, rejected.reason)
+
+        send, receive = anyio.create_memory_object_stream[_Located](_WRITE_BATCH)
+        with self._open_input() as source:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collect, receive)
+                async with send:
+                    async for request in self._read_requests(worker, source, send, anyio.Event()):
+                        assert request.id is not None and request.inference_id is not None
+                        line, _ = self._lines.pop(request.id)
+                        invalid = validate_request(request)
+                        plan = invalid or plan_request(
+                            request,
+                            request.body,
+                            inference_id=request.inference_id,
+                            mode=options.payload,
+                            staging=staging,
+                        )
+                        if isinstance(plan, Invalid):
+                            problem(line, request.id, plan.reason)
+                        else:
+                            routes[plan.route] += 1
+        return InputCheck(
+            lines=self._read,
+            requests=sum(routes.values()),
+            inline=routes["inline"],
+            s3=routes["s3"],
+            problems=problems,
+            first_problems=tuple(found),
+            rerun=self.selection,
+        )
+
+    @contextmanager
+    def _spooled(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
+
+    async def _select(self) -> None:
+        """With ``--rerun``: read the earlier output and the input, and choose the lines to run."""
+        options = self.options
+        if not options.rerun or self.selection is not None:
+            return
+        rerun = options.rerun
+        if options.input == "-":
+            # Closed by _spooled when the run ends.
+            spool = self._spool = cast(BinaryIO, tempfile.TemporaryFile(prefix="fanout-input-"))  # noqa: SIM115
+            await anyio.to_thread.run_sync(shutil.copyfileobj, sys.stdin.buffer, spool)
+            self.selection = await anyio.to_thread.run_sync(
+                lambda: select_lines(spool, rerun, input_name="standard input")
+            )
+        else:
+
+            def select() -> RerunSelection:
+                with self._open_input() as source:
+                    return select_lines(source, rerun, input_name=options.input)
+
+            self.selection = await anyio.to_thread.run_sync(select)
+        log.info("%s", self.selection.describe())
+
+    async def _run(self, stop: anyio.Event) -> RunResult:
+        options = self.options
         journal = await anyio.to_thread.run_sync(self._open_journal)
         worker = JournalWorker(journal)
         output = _Output(options.output, worker)
@@ -333,6 +498,7 @@ class RunCommand:
             in_doubt_wait=self._in_doubt_wait if self._in_doubt_awaited else None,
             in_doubt_floor=self._in_doubt_floor,
             workers=workers,
+            rerun=self.selection,
         )
 
     # -- opening ---------------------------------------------------------------------------------
@@ -355,22 +521,32 @@ class RunCommand:
             "input": options.input if options.input == "-" else os.path.abspath(options.input),
             "output": os.path.abspath(options.output),
         }
+        if options.rerun and self.selection is not None:
+            # A rerun's journal is not a plain run's, nor a rerun's of other earlier outputs.
+            fingerprint["rerun"] = " + ".join(os.path.abspath(path) for path in options.rerun)
+            fingerprint["rerun_sha256"] = self.selection.digest
         return Journal.open(options.journal, fingerprint=fingerprint)
 
-    def _check_output_writable(self) -> None:
+    def check_output_writable(self) -> None:
         """Fail now, not once the run is under way, when the output cannot be written."""
         path = self.options.output
-        if path == "-":
+        if not self._writes or path == "-":
             return
         if os.path.isdir(path):
             raise ConfigError(f"the output {path!r} is a directory")
         target = path if os.path.exists(path) else (os.path.dirname(os.path.abspath(path)) or ".")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ConfigError(f"cannot write the output {path!r}: its folder does not exist")
         if not os.access(target, os.W_OK):
             raise ConfigError(f"cannot write the output {path!r}: permission denied")
 
     @contextmanager
     def _open_input(self) -> Iterator[BinaryIO]:
         path = self.options.input
+        if self._spool is not None:
+            self._spool.seek(0)
+            yield self._spool
+            return
         if path == "-":
             yield sys.stdin.buffer
             return
@@ -544,6 +720,7 @@ class RunCommand:
         journal = worker.journal
         resend_in_doubt = not options.retry.at_most_once
         known_rows = _KnownRows(worker)
+        selection = self.selection
         number = 0
         while not stop.is_set():
             chunk = await anyio.to_thread.run_sync(_read_chunk, source, abandon_on_cancel=True)
@@ -554,7 +731,7 @@ class RunCommand:
             for raw in chunk:
                 number += 1
                 raw = raw.rstrip(b"\r\n")
-                if not raw.strip():
+                if not raw.strip() or (selection is not None and not selection.chooses(number)):
                     continue
                 self._read += 1
                 crc = zlib.crc32(raw)
@@ -568,6 +745,15 @@ class RunCommand:
                     if known.state in (DONE, ACCEPTED) or (known.state == SENDING and not resend_in_doubt):
                         continue
                 parsed = parse_line(raw, number, options.defaults, now=time.time())
+                conflict = selection.conflict(number) if selection is not None else None
+                if conflict is not None and isinstance(parsed, InferenceRequest):
+                    # The earlier run rejected it as a duplicate of a line this rerun skips.
+                    parsed = Rejected(
+                        reason=f"line {number}: {conflict}",
+                        id=parsed.id,
+                        line=number,
+                        completed_at=time.time(),
+                    )
                 if isinstance(parsed, Rejected):
                     ready.append((number, crc, parsed))
                     continue

@@ -230,3 +230,18 @@ def mapper(**resource: str) -> Mapping:
             return passed
 
     return mapped
+
+
+@dataclass
+class ScriptedServer(Server):
+    """Records each request and answers with the next answer of ``script``, then with ``answer``."""
+
+    script: list[Answer] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append(Recorded(request.method, request.raw_path, list(request.raw_headers), body))
+        status, headers, content = self.script.pop(0) if self.script else self.answer
+        response = web.Response(status=status, body=content, headers=headers)
+        response.headers["Date"] = "Wed, 04 Mar 2026 05:06:07 GMT"
+        return response

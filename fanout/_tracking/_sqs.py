@@ -44,7 +44,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._config import RECEIVE_RETRY, TRACKING_CALL_RETRY, SqsTracking
-from .._exceptions import FanoutError, TrackingError, map_aws_errors
+from .._exceptions import ConfigError, FanoutError, TrackingError, error_code, map_aws_errors
 from .._models import Notification
 from .._retry import call_with_retry
 from ._parse import Ignored, Malformed, parse_message
@@ -244,14 +244,23 @@ class SqsSource:
         )
 
     async def check(self) -> None:
-        """Run-level preflight: ``QueueNotFound`` when the queue does not exist."""
-        with map_aws_errors(queue_url=self._url):
-            await call_with_retry(
-                TRACKING_CALL_RETRY,
-                self._client.get_queue_attributes,
-                QueueUrl=self._url,
-                AttributeNames=["VisibilityTimeout"],
-            )
+        """Run-level preflight: ``QueueNotFound`` when the queue does not exist, ``ConfigError``
+        when AWS refuses it otherwise (say, no ``sqs:GetQueueAttributes`` permission)."""
+        try:
+            with map_aws_errors(queue_url=self._url):
+                await call_with_retry(
+                    TRACKING_CALL_RETRY,
+                    self._client.get_queue_attributes,
+                    QueueUrl=self._url,
+                    AttributeNames=["VisibilityTimeout"],
+                )
+        except FanoutError:
+            raise
+        except Exception as exc:
+            if error_code(exc) is None:
+                raise
+            # Nothing has been sent yet: a queue this run cannot use is a configuration problem.
+            raise ConfigError(f"the queue {self._url!r} cannot be used: {exc}") from exc
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:

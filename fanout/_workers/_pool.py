@@ -48,7 +48,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._config import Limits, PayloadMode, RetryPolicy, Staging, inference_deadline, share_limits
-from .._dispatch import DispatcherStatistics
+from .._dispatch import DispatcherStatistics, _nothing_accepted, _nothing_to_expect, _nothing_to_forget
 from .._exceptions import FanoutError, WorkerError, unwrap_task_errors
 from .._logging import current_logging
 from .._models import InferenceRequest, Rejected, Submission
@@ -118,18 +118,6 @@ class _Worker:
         """The requests dealt to it without a result yet."""
         self.statistics: DispatcherStatistics | None = None
         self.api_calls: dict[str, int] = {}
-
-
-async def _nothing_to_expect(inference_id: str, deadline: float) -> None:
-    return None
-
-
-def _nothing_to_forget(inference_id: str, sent: bool) -> None:
-    return None
-
-
-def _nothing_accepted(submission: Submission) -> None:
-    return None
 
 
 class WorkerPool:

@@ -1,4 +1,5 @@
-"""sagemaker-runtime ``InvokeEndpointAsync``: validation, the endpoint queues, workers and notifications.
+"""sagemaker-runtime ``InvokeEndpointAsync``: validation, the endpoint queues, workers and notifications;
+and the control plane's ``DescribeEndpoint``.
 
 ``handle`` validates a request exactly as the service model constrains it and answers 202, or a
 400 ``ValidationError`` in the rest-json error shape. An accepted request joins its endpoint's queue.
@@ -14,6 +15,12 @@ then holds its 202 until a worker (or the TTL reaper) has finished it, so the no
 published before the client learns the request was accepted, as SNS can outrun the HTTP response
 on AWS. The hold is bounded by ``EARLY_HOLD_SECONDS`` of real time, after which the 202 goes out
 anyway (counted as ``early_capped``).
+
+The control plane signs with the same service name (``sagemaker``), so both arrive at ``handle``:
+a request with ``X-Amz-Target: SageMaker.<Operation>`` (JSON 1.1) is the control plane's.
+``DescribeEndpoint`` answers from the endpoint's configuration in AWS's shape (an async endpoint,
+InService since it was declared, one ``AllTraffic`` variant), or a ``ValidationException`` ``Could not
+find endpoint "<arn>".``; any other control-plane operation is an ``UnknownOperationException``.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ if TYPE_CHECKING:
     from ._s3 import S3Store
     from ._sns import SnsHub
 
-__all__ = ["EARLY_HOLD_SECONDS", "MAX_BODY_BYTES", "SageMakerRuntime", "json_error", "topic_arn"]
+__all__ = [
+    "CONTROL_PLANE_TARGET",
+    "EARLY_HOLD_SECONDS",
+    "MAX_BODY_BYTES",
+    "SageMakerRuntime",
+    "json_error",
+    "topic_arn",
+]
 
 MAX_BODY_BYTES: Final = 128_000
 MAX_RESPONSE_IN_NOTIFICATION: Final = 128_000
@@ -61,6 +75,9 @@ TEST_NOTIFICATION: Final = (
 )
 
 _PATH = re.compile(r"/endpoints/([^/]*)/async-invocations")
+CONTROL_PLANE_TARGET: Final = "SageMaker."
+"""The ``X-Amz-Target`` prefix of the control plane's operations."""
+_JSON_11: Final = "application/x-amz-json-1.1"
 _ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 _INFERENCE_ID = re.compile(r"\S[\x20-\x7e]*")
 _INPUT_LOCATION = re.compile(r"(https|s3)://([^/\n]+)/?([^\n]*)")
@@ -80,6 +97,16 @@ def json_error(status: int, code: str, message: str | None) -> web.Response:
         status=status,
         body=json.dumps({"message": message}).encode(),
         content_type="application/json",
+        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+def _json11_error(code: str, message: str) -> web.Response:
+    """The JSON 1.1 error shape: ``__type`` and ``message`` in the body (and the code in a header)."""
+    return web.Response(
+        status=400,
+        body=json.dumps({"__type": code, "message": message}).encode(),
+        content_type=_JSON_11,
         headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
     )
 
@@ -119,6 +146,7 @@ class _Endpoint:
         self.error_arn = error_arn
         self.output_path = config.s3_output_path.rstrip("/")
         self.failure_path = config.s3_failure_path.rstrip("/") if config.s3_failure_path else None
+        self.created_at = time.time()
         self.send: MemoryObjectSendStream[_Job]
         self.receive: MemoryObjectReceiveStream[_Job]
         self.send, self.receive = anyio.create_memory_object_stream[_Job](float("inf"))
@@ -460,6 +488,9 @@ class SageMakerRuntime:
     # the HTTP operation
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = request.headers.get("X-Amz-Target")
+        if target is not None:
+            return await self._control_plane(request, target)
         match = _PATH.fullmatch(request.path)
         if match is None or request.method != "POST":
             return json_error(
@@ -608,6 +639,78 @@ class SageMakerRuntime:
             content_type="application/json",
             headers=response_headers,
         )
+
+    async def _control_plane(self, request: web.Request, target: str) -> web.Response:
+        operation = target.removeprefix(CONTROL_PLANE_TARGET)
+        if request.method != "POST" or operation != "DescribeEndpoint":
+            return _json11_error("UnknownOperationException", f"The emulator does not implement {target}.")
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            return _json11_error("SerializationException", "The request body is not valid JSON.")
+        name = body.get("EndpointName") if isinstance(body, dict) else None
+        check = _Validator()
+        if not isinstance(name, str):
+            check.add("endpointName", None, "not be null")
+        elif len(name) > 63:
+            check.add("endpointName", name, "have length less than or equal to 63")
+        elif not _ENDPOINT_NAME.fullmatch(name):
+            check.add(
+                "endpointName", name, "satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+            )
+        if check.errors or not isinstance(name, str):
+            return _json11_error("ValidationException", check.message())
+        # AWS lowercases the name in an endpoint's ARN.
+        arn = f"arn:aws:sagemaker:{self.region}:{self.account_id}:endpoint/{name.lower()}"
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            return _json11_error("ValidationException", f'Could not find endpoint "{arn}".')
+        return web.Response(
+            status=200,
+            body=json.dumps(self._description(endpoint, arn)).encode(),
+            content_type=_JSON_11,
+            headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        )
+
+    @staticmethod
+    def _description(endpoint: _Endpoint, arn: str) -> dict[str, Any]:
+        config = endpoint.config
+        output: dict[str, Any] = {"S3OutputPath": config.s3_output_path}
+        if config.s3_failure_path is not None:
+            output["S3FailurePath"] = config.s3_failure_path
+        notification: dict[str, Any] = {}
+        if endpoint.success_arn is not None:
+            notification["SuccessTopic"] = endpoint.success_arn
+        if endpoint.error_arn is not None:
+            notification["ErrorTopic"] = endpoint.error_arn
+        if config.include_inference_response_in:
+            notification["IncludeInferenceResponseIn"] = list(config.include_inference_response_in)
+        if notification:
+            output["NotificationConfig"] = notification
+        instances = config.instance_count
+        return {
+            "EndpointName": config.name,
+            "EndpointArn": arn,
+            "EndpointConfigName": config.name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "CurrentWeight": 1.0,
+                    "DesiredWeight": 1.0,
+                    "CurrentInstanceCount": instances,
+                    "DesiredInstanceCount": instances,
+                }
+            ],
+            "EndpointStatus": "InService",
+            "CreationTime": endpoint.created_at,
+            "LastModifiedTime": endpoint.created_at,
+            "AsyncInferenceConfig": {
+                "ClientConfig": {
+                    "MaxConcurrentInvocationsPerInstance": config.max_concurrent_invocations_per_instance
+                },
+                "OutputConfig": output,
+            },
+        }
 
     def _remember(self, key: int) -> None:
         self._seen_ids.add(key)

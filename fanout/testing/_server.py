@@ -61,7 +61,7 @@ from ._emu_config import (
 from ._emu_toml import config_to_toml
 from ._faults import FaultInjector, NotificationFaultInjector
 from ._s3 import S3Store, s3_operation
-from ._sagemaker import SageMakerRuntime, json_error
+from ._sagemaker import CONTROL_PLANE_TARGET, SageMakerRuntime, json_error
 from ._sns import SnsHub, sns_operation
 from ._sqs import SqsStore, sqs_operation
 
@@ -107,6 +107,10 @@ def _service_of(request: web.Request) -> str | None:
 
 
 def _sagemaker_operation(request: web.Request) -> str:
+    # The control plane shares the signing name: its JSON 1.1 target names the operation.
+    target = request.headers.get("X-Amz-Target")
+    if target is not None:
+        return target.removeprefix(CONTROL_PLANE_TARGET)
     path = request.path
     if request.method == "POST" and path.startswith("/endpoints/") and path.endswith("/async-invocations"):
         return "InvokeEndpointAsync"

@@ -151,6 +151,24 @@ async def test_a_path_in_two_roles_is_refused_before_anything_is_written(tmp_pat
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "j").exists()
 
 
+async def test_an_output_that_cannot_be_written_is_refused_with_its_reason(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    _write(data, [{"body": 1}])
+    base = RunOptions(
+        input=str(data),
+        output=str(tmp_path / "out.jsonl"),
+        endpoint_name="ep",
+        tracking=SqsTracking(queue_url="http://127.0.0.1:1/q"),
+    )
+    cases = {
+        str(tmp_path / "missing" / "out.jsonl"): "its folder does not exist",
+        str(tmp_path): "is a directory",
+    }
+    for output, reason in cases.items():
+        with pytest.raises(ConfigError, match=reason):
+            RunCommand(replace(base, output=output)).check_output_writable()
+
+
 async def test_a_configuration_error_leaves_the_previous_output_alone(
     emulator: Emulator, tmp_path: Path
 ) -> None:

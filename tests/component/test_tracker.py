@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fanout._config import HybridTracking, S3Tracking, SqsTracking
-from fanout._exceptions import QueueNotFound
+from fanout._exceptions import ConfigError, QueueNotFound, error_code
 from fanout._models import Expired, Failed, Submission, Succeeded
 from fanout._tracking import Tracker, open_tracker
 from fanout._tracking._ledger import Resolution
@@ -35,8 +35,9 @@ def client_error(code: str, status: int, operation: str) -> ClientError:
 class FakeSqs:
     """An in-memory queue with visibility timeouts and long polling; records every call."""
 
-    def __init__(self, *, exists: bool = True) -> None:
+    def __init__(self, *, exists: bool = True, denied: bool = False) -> None:
         self.exists = exists
+        self.denied = denied
         self.messages: dict[str, dict[str, Any]] = {}
         self.invisible_until: dict[str, float] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -57,6 +58,8 @@ class FakeSqs:
         self.calls.append(("GetQueueAttributes", kwargs))
         if not self.exists:
             raise client_error("AWS.SimpleQueueService.NonExistentQueue", 400, "GetQueueAttributes")
+        if self.denied:
+            raise client_error("AccessDenied", 403, "GetQueueAttributes")
         return {"Attributes": {"VisibilityTimeout": "30"}}
 
     async def receive_message(self, **kwargs: Any) -> dict[str, Any]:
@@ -367,6 +370,17 @@ async def test_missing_queue_is_queue_not_found() -> None:
         async with open_tracker(tracking=sqs_tracking(), sqs=FakeSqs(exists=False), fetch=False):
             pytest.fail("the tracker must not start")
     assert caught.value.queue_url == QUEUE_URL
+
+
+async def test_a_queue_aws_refuses_is_a_configuration_error_that_names_it() -> None:
+    # No sqs:GetQueueAttributes permission: nothing is sent yet, so it is exit 2, not a traceback.
+    with pytest.raises(
+        ConfigError, match=f"the queue '{QUEUE_URL}' cannot be used: .*AccessDenied"
+    ) as caught:
+        async with open_tracker(tracking=sqs_tracking(), sqs=FakeSqs(denied=True), fetch=False):
+            pytest.fail("the tracker must not start")
+    cause = caught.value.__cause__
+    assert cause is not None and error_code(cause) == "AccessDenied"
 
 
 async def test_transient_receive_errors_are_retried() -> None:

@@ -142,6 +142,15 @@ def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "emulate", "demo"])
+def test_a_wrong_flag_prints_the_commands_own_usage(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "in.jsonl", "-o", "out.jsonl"] if command == "run" else [command]
+    assert main([*args, "--bogus"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: fanout {command} ")
+    assert f"fanout {command}: error: unrecognized arguments: --bogus" in err
+
+
 def test_a_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", str(tmp_path / "missing.jsonl"), "-o", "-", "--endpoint", "ep", "--queue-url", QUEUE])
     assert code == EXIT_USAGE
@@ -257,3 +266,18 @@ def test_counts_take_the_right_number_and_progress_labels_match_the_summary() ->
     assert "fanout run: 1 outcome in" in stream.getvalue()
     for status in ("succeeded", "failed", "expired", "rejected"):
         assert status in stream.getvalue()
+
+
+def test_the_last_frame_shows_the_rate_over_the_whole_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fanout import _cli
+
+    now = [100.0]
+    monkeypatch.setattr("fanout._cli.time.monotonic", lambda: now[0])
+    clock = _cli._Rate()
+    for second in range(1, 11):  # 10 s: 100/s for 5 s, then 1,000/s
+        now[0] = 100.0 + second
+        done = 100 * second if second <= 5 else 500 + 1_000 * (second - 5)
+        recent, _ = clock.update(done, 0)
+    assert recent == pytest.approx(1_000)  # the live frames: the last few seconds
+    whole, throttles = clock.update(done, 20, whole_run=True)
+    assert whole == pytest.approx(5_500 / 10) and throttles == pytest.approx(2.0)  # as the summary

@@ -307,7 +307,7 @@ _MEMBERS: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
 ).map(lambda kwargs: {k: v for k, v in kwargs.items() if k in MODEL_MEMBERS})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kwargs=_MEMBERS, order=st.randoms(use_true_random=False))
 def test_any_arguments_are_signed_and_serialized_as_botocore_does(
     frozen: None, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], order: Any

@@ -339,7 +339,7 @@ _RECEIVED = (
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(call=_ARGUMENTS, order=st.randoms(use_true_random=False))
 def test_any_arguments_are_signed_and_serialized_as_botocore_does(
     frozen: None, monkeypatch: pytest.MonkeyPatch, call: tuple[str, dict[str, Any]], order: Any

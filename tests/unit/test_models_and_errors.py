@@ -115,13 +115,16 @@ async def test_a_task_groups_single_error_comes_out_unwrapped() -> None:
 
     from fanout._exceptions import unwrap_task_errors
 
-    async def fail() -> None:
-        raise QueueNotFound("http://q")
+    cause = KeyError("AWS.SimpleQueueService.NonExistentQueue")
 
-    with pytest.raises(QueueNotFound), unwrap_task_errors():
+    async def fail() -> None:
+        raise QueueNotFound("http://q") from cause
+
+    with pytest.raises(QueueNotFound) as unwrapped, unwrap_task_errors():
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.sleep_forever)
             tg.start_soon(fail)
+    assert unwrapped.value.__cause__ is cause  # the cause it was raised with survives the trip
 
     with pytest.raises(BaseExceptionGroup) as info, unwrap_task_errors():
         raise BaseExceptionGroup("two", [QueueNotFound("http://q"), ExceptionGroup("inner", [ValueError()])])
