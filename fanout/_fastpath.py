@@ -96,7 +96,7 @@ from yarl import URL
 
 from ._exceptions import ConfigError
 
-__all__ = ["FastInvoker"]
+__all__ = ["FastInvoker", "request_context"]
 
 _OPERATION: Final = "InvokeEndpointAsync"
 _CACHE_LIMIT: Final = 1024
@@ -328,6 +328,26 @@ class _SigningRequest:
         self.context: dict[str, Any] = {}
 
 
+def request_context(client: Any, operation: Any) -> dict[str, Any]:
+    """The request context botocore's ``_make_api_call`` builds for ``operation``, for the endpoint
+    ruleset and the choose-signer hooks."""
+    config = client.meta.config
+    auth_type = operation.resolved_auth_type
+    preference = getattr(config, "auth_scheme_preference", None)
+    if operation.auth and preference:
+        from botocore.auth import resolve_auth_scheme_preference
+
+        auth_type = resolve_auth_scheme_preference(preference.split(","), operation.auth)
+    return {
+        "client_region": client.meta.region_name,
+        "client_config": config,
+        "has_streaming_input": operation.has_streaming_input,
+        "auth_type": auth_type,
+        "unsigned_payload": getattr(operation, "unsigned_payload", None),
+        "auth_options": client.meta.service_model.metadata.get("auth"),
+    }
+
+
 class _FastClient:
     """What every fast path shares: the checks, the endpoint and signer resolved once per operation,
     one connection pool, signing and sending, and botocore's parsing of errors.
@@ -446,21 +466,7 @@ class _FastClient:
             signers: dict[tuple[str, str, str], Any] = {}
             routes: dict[str, _Route] = {}
             for name, operation in self._operations.items():
-                auth_type = operation.resolved_auth_type
-                preference = getattr(config, "auth_scheme_preference", None)
-                if operation.auth and preference:
-                    from botocore.auth import resolve_auth_scheme_preference
-
-                    auth_type = resolve_auth_scheme_preference(preference.split(","), operation.auth)
-                # The request context _make_api_call builds, for the ruleset and the choose-signer hooks.
-                context: dict[str, Any] = {
-                    "client_region": client.meta.region_name,
-                    "client_config": config,
-                    "has_streaming_input": operation.has_streaming_input,
-                    "auth_type": auth_type,
-                    "unsigned_payload": getattr(operation, "unsigned_payload", None),
-                    "auth_options": client.meta.service_model.metadata.get("auth"),
-                }
+                context = request_context(client, operation)
                 endpoint_url, extra_headers, _ = await _resolved(
                     client._resolve_endpoint_ruleset(operation, self._ruleset_arguments(name), context)
                 )

@@ -98,6 +98,7 @@ from ._fastpath import (
     _signer_class,
     _SigningRequest,
     _Target,
+    request_context,
 )
 
 __all__ = ["FastS3"]
@@ -601,22 +602,8 @@ class FastS3(_FastClient):
             return None
         client = self._client
         operation = self._operation
-        config = client.meta.config
         async with start_as_current_context():
-            auth_type = operation.resolved_auth_type
-            preference = getattr(config, "auth_scheme_preference", None)
-            if operation.auth and preference:
-                from botocore.auth import resolve_auth_scheme_preference
-
-                auth_type = resolve_auth_scheme_preference(preference.split(","), operation.auth)
-            context: dict[str, Any] = {
-                "client_region": client.meta.region_name,
-                "client_config": config,
-                "has_streaming_input": operation.has_streaming_input,
-                "auth_type": auth_type,
-                "unsigned_payload": operation.unsigned_payload,
-                "auth_options": client.meta.service_model.metadata.get("auth"),
-            }
+            context = request_context(client, operation)
             params = await client._emit_api_params(
                 api_params={"Bucket": bucket, "Key": _SENTINEL}, operation_model=operation, context=context
             )

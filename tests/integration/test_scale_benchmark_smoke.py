@@ -98,7 +98,9 @@ def test_every_side_completed_and_the_tree_is_split(run: Path) -> None:
         assert metrics["startup_succeeded"] == 1, side
         assert metrics["calls:sagemaker-runtime.InvokeEndpointAsync"] == 1.0, side
         assert metrics["calls:sqs.ReceiveMessage"] > 0, side
-        assert metrics["steady_cpu_ms"] > 0, side
+        # A difference of two runs' CPU: at 300 lines it is noise next to starting 4 workers, and
+        # may come out below zero on a busy machine. Only that it was computed is asserted here.
+        assert math.isfinite(metrics["steady_cpu_ms"]), side
         assert metrics["driver_cpu_s"] > 0, side
     assert sides[SIDES[0]][0]["workers_cpu_s"] == 0  # in-process: no worker process
     for side in SIDES[1:]:
@@ -114,7 +116,9 @@ def test_the_ratios_are_finite(run: Path) -> None:
     for workers in (2, 4):
         for metric in ("steady_cpu_ms", "cpu_ms", "rate", "run_rate"):
             value = ratios[f"unpinned:w{workers}/in-process:{metric}"]["median"]
-            assert value is not None and math.isfinite(value) and value > 0, (workers, metric)
+            assert value is not None and math.isfinite(value), (workers, metric)
+            if metric != "steady_cpu_ms":  # a difference of two runs' CPU: see above
+                assert value > 0, (workers, metric)
     assert data["goal_cpu_ratio"] == 1.10
 
 
