@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoProgress", "finding", "main", "print_comparison", "run_demo"]
 
-REQUESTS: Final = 1_000
-RATE: Final = 200.0
+REQUESTS: Final = 600
+RATE: Final = 100.0
 """Requests per second offered to each path: below what either sustains on one core, so that the times
 compare the two ways in, not two queues. Unpaced, every request is submitted at once and the S3 path's
 p50 is mostly its wait behind 16 concurrent uploads (about 20× the inline p50 on a laptop)."""

@@ -387,10 +387,13 @@ class Dispatcher:
         if isinstance(plan, Invalid):
             return self._reject(request, plan.reason, inference_id=inference_id)
         input_location = plan.input_location
+        # A permit taken before the upload was paced: the invoke's own must not be, or --rate would
+        # count each staged request twice (and so halve the S3 path's rate).
+        paced = True
         if plan.needs_staging:
             if permit is not None:
                 self._limiter.release(permit)  # uploading is not an invoke: free the slot meanwhile
-                permit = None
+                permit, paced = None, False
             staged = await self._stage(request, plan, submitted_at)
             if isinstance(staged, Rejected):
                 return staged
@@ -405,7 +408,7 @@ class Dispatcher:
         await self._expect(inference_id, self._deadline(request, submitted_at))
         fate = _Fate()
         try:
-            response = await self._invoke(arguments, permit, fate)
+            response = await self._invoke(arguments, permit, fate, paced=paced)
         except BaseException as exc:
             return await self._failed(request, plan, input_location, submitted_at, fate, exc)
         self._accepted += 1
@@ -569,22 +572,26 @@ class Dispatcher:
                 submitted_at=submitted_at,
             )
 
-    async def _invoke(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
+    async def _invoke(
+        self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate, *, paced: bool = True
+    ) -> dict[str, Any]:
         """Invoke with retries; the last error is raised when it gives up. The first attempt may
-        use ``permit``; later ones take their own."""
+        use ``permit`` (or take one, ``paced`` or not); later ones take their own, paced."""
         try:
-            return await self._attempt(arguments, permit, fate)
+            return await self._attempt(arguments, permit, fate, paced=paced)
         except Exception as exc:
             first = exc
         return await continue_retrying(
             self._retry, first, lambda: self._attempt(arguments, None, fate), before_sleep=self._count_retry
         )
 
-    async def _attempt(self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate) -> dict[str, Any]:
+    async def _attempt(
+        self, arguments: dict[str, Any], permit: Permit | None, fate: _Fate, *, paced: bool = True
+    ) -> dict[str, Any]:
         """One invoke call under a limiter permit, reporting its result to the controller."""
         if self._halted:
             raise _Halted("the run stopped before this request was sent")
-        async with self._limiter.slot(permit) as held:
+        async with self._limiter.slot(permit, paced=paced) as held:
             fate.attempts += 1
             try:
                 response: dict[str, Any] = await self._runtime.invoke_endpoint_async(**arguments)

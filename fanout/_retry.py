@@ -606,17 +606,19 @@ class AdaptiveLimiter:
             cuts=self.control.cuts,
         )
 
-    def _delay(self, now: float) -> float:
+    def _delay(self, now: float, paced: bool) -> float:
         """Seconds until a permit may be granted, ``inf`` when the window is full."""
         if self._in_flight >= self.control.limit:
             return math.inf
         rate = self.control.rate
-        if rate is None:
+        if rate is None or not paced:
             return 0.0
         return self._tat - self._burst - now
 
-    def _take(self, now: float) -> Permit:
+    def _take(self, now: float, paced: bool) -> Permit:
         self._in_flight += 1
+        if not paced:
+            return Permit(self.control.epoch)
         rate = self.control.rate
         if rate is not None:
             self._tat = max(self._tat, now) + 1.0 / rate
@@ -626,11 +628,13 @@ class AdaptiveLimiter:
         if self._waiters:
             next(iter(self._waiters)).event.set()
 
-    async def acquire(self) -> Permit:
+    async def acquire(self, *, paced: bool = True) -> Permit:
+        """A permit: a place in the window and, when ``paced``, a send under the rate. Unpaced is
+        for a call whose send was already counted (a staged request, paced before its upload)."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         now = self._clock()
-        if not self._waiters and self._delay(now) <= 0:
-            return self._take(now)
+        if not self._waiters and self._delay(now, paced) <= 0:
+            return self._take(now, paced)
         waiter = _Waiter()
         self._waiters[waiter] = None
         try:
@@ -638,10 +642,10 @@ class AdaptiveLimiter:
                 delay = math.inf
                 if next(iter(self._waiters)) is waiter:
                     now = self._clock()
-                    delay = self._delay(now)
+                    delay = self._delay(now, paced)
                     if delay <= 0:
                         del self._waiters[waiter]
-                        permit = self._take(now)
+                        permit = self._take(now, paced)
                         self._wake_head()
                         return permit
                 if math.isinf(delay):
@@ -675,25 +679,26 @@ class AdaptiveLimiter:
             )
         self._wake_head()
 
-    def slot(self, permit: Permit | None = None) -> _Slot:
-        """``async with limiter.slot(permit) as held``: hold ``permit`` (or a new one) for the block,
-        and give it back however the block ends, with the signal set on it."""
-        return _Slot(self, permit)
+    def slot(self, permit: Permit | None = None, *, paced: bool = True) -> _Slot:
+        """``async with limiter.slot(permit) as held``: hold ``permit`` (or a new one, ``paced`` or
+        not) for the block, and give it back however the block ends, with the signal set on it."""
+        return _Slot(self, permit, paced)
 
 
 class _Slot:
     """The async context manager of ``AdaptiveLimiter.slot`` (a class: it is on the hot path, and a
     generator-based one costs several times as much)."""
 
-    __slots__ = ("_limiter", "_permit")
+    __slots__ = ("_limiter", "_paced", "_permit")
 
-    def __init__(self, limiter: AdaptiveLimiter, permit: Permit | None) -> None:
+    def __init__(self, limiter: AdaptiveLimiter, permit: Permit | None, paced: bool) -> None:
         self._limiter = limiter
         self._permit = permit
+        self._paced = paced
 
     async def __aenter__(self) -> Permit:
         if self._permit is None:
-            self._permit = await self._limiter.acquire()
+            self._permit = await self._limiter.acquire(paced=self._paced)
         return self._permit
 
     async def __aexit__(self, *exc_info: object) -> None:

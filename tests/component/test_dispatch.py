@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -434,6 +435,26 @@ async def test_s3_staging_under_auto() -> None:
     assert s3.deleted == [("staging", put["Key"])]
     stats = dispatcher.statistics()
     assert (stats.pending, stats.inline, stats.s3, stats.staged) == (0, 1, 2, 1)
+
+
+async def test_a_rate_cap_counts_a_staged_request_once() -> None:
+    # The upload runs without the invoke's permit; the permit it gave back for it is returned whole
+    # (pacing time included), so 40 requests at 40/s all through S3 take a second, not two.
+    runtime = FakeRuntime()
+    dispatcher = make(
+        runtime,
+        s3=FakeS3(),
+        staging=Staging(location="s3://staging/inputs"),
+        payload="s3",
+        limits=Limits(max_per_second=40.0),
+        retry=RetryPolicy(adaptive=False, attempts=1),
+    )
+    started = time.monotonic()
+    results = await collect(dispatcher, requests(40))
+    elapsed = time.monotonic() - started
+    assert all(isinstance(r, Submission) and r.staged for r in results)
+    assert len(runtime.calls) == 40
+    assert elapsed < 1.5  # two pacing slots per request would take 2 s
 
 
 async def test_missing_staging_bucket_is_run_level() -> None:

@@ -10,7 +10,15 @@ from dataclasses import replace
 import pytest
 
 from fanout._cost import load_prices
-from fanout._demo import MAX_WIDTH, _LineProgress, _LiveProgress, _progress_for, finding, print_comparison
+from fanout._demo import (
+    MAX_WIDTH,
+    RATE,
+    _LineProgress,
+    _LiveProgress,
+    _progress_for,
+    finding,
+    print_comparison,
+)
 from fanout._models import Failed, RunReport, Succeeded
 
 INVOKE = "sagemaker-runtime.InvokeEndpointAsync"
@@ -116,9 +124,9 @@ def test_a_run_with_failures_says_the_numbers_cover_what_finished(monkeypatch: p
 
 
 def test_a_path_that_fell_behind_the_offered_rate_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    slow = replace(_report(p50=0.4, puts=1_000), elapsed=10.0)  # 100/s of the 200/s offered
+    slow = replace(_report(p50=0.4, puts=1_000), elapsed=1_000 / (RATE / 2))  # half the rate offered
     text = " ".join(" ".join(_printed(_report(p50=0.03, puts=46), slow, monkeypatch, 100)).split())
-    assert "all S3 (100/s) did not keep up with the 200 requests/s offered" in text
+    assert f"all S3 ({RATE / 2:,.0f}/s) did not keep up with the {RATE:,.0f} requests/s offered" in text
     assert "inline (auto) (" not in text
 
 
