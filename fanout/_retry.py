@@ -494,11 +494,13 @@ class AimdControl:
         return count / since
 
     def _end_slow_start(self, now: float) -> None:
-        """The first push-back. The rate has at most doubled since the last stretch without one, so
-        it is at most twice the capacity: cutting it by ``decrease`` once per epoch (a round trip)
-        comes down to the capacity in a handful of round trips, at a cost of a few throttles.
-        The accepted-rate jump waits until a full measuring window follows slow start: until then
-        that window holds the ramp and reads far below the capacity."""
+        """The first push-back. When the service pushes back as soon as it is over its capacity,
+        the rate has at most doubled since the last stretch without one, so it is at most twice the
+        capacity, and cutting it by ``decrease`` once per epoch (a round trip) comes down to the
+        capacity in a handful of round trips. A burst allowance hides the capacity for longer; then
+        the rate accepted since this moment (once a few successes tell it) bounds the cuts instead
+        (``on_overload``). The one-second measuring window is not used until a full window follows
+        slow start: until then it holds the ramp and reads far below the capacity."""
         self.slow_start = False
         assert self.adaptive_rate is not None
         self._slow_start_floor = _DEEPEST_CUT * self.adaptive_rate
