@@ -85,7 +85,7 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -96,7 +96,7 @@ from yarl import URL
 
 from ._exceptions import ConfigError
 
-__all__ = ["FastInvoker", "request_context"]
+__all__ = ["ConnectionPool", "FastInvoker", "request_context"]
 
 _OPERATION: Final = "InvokeEndpointAsync"
 _CACHE_LIMIT: Final = 1024
@@ -328,6 +328,57 @@ class _SigningRequest:
         self.context: dict[str, Any] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionPool:
+    """What the fast paths take from the client's aiobotocore HTTP session: its connector factory,
+    its timeouts and its proxy configuration, so that their connections are made as its are."""
+
+    create_connector: Callable[[str | None], Any]
+    timeout: aiohttp.ClientTimeout
+    proxy_config: Any
+
+    @classmethod
+    def of(cls, client: Any) -> ConnectionPool:
+        http = client._endpoint.http_session
+        create_connector = getattr(http, "_create_connector", None)
+        timeout = getattr(http, "_timeout", None)
+        if create_connector is None or not isinstance(timeout, aiohttp.ClientTimeout):
+            raise ConfigError(
+                f"fast path: needs aiobotocore's aiohttp session, the client has {type(http).__name__}"
+            )
+        proxy_config = getattr(http, "_proxy_config", None)
+        if proxy_config is None:
+            from botocore.httpsession import ProxyConfiguration
+
+            config = client.meta.config
+            proxy_config = ProxyConfiguration(
+                proxies=config.proxies, proxies_settings=getattr(config, "proxies_config", None)
+            )
+        return cls(create_connector, timeout, proxy_config)
+
+    def proxy_for(self, url: str) -> tuple[str | None, dict[str, str]]:
+        """The proxy aiobotocore would use for ``url``, and its headers."""
+        from botocore.utils import ensure_boolean
+
+        proxy_url: str | None = self.proxy_config.proxy_url_for(url)
+        headers = dict(self.proxy_config.proxy_headers_for(url))
+        if ensure_boolean(os.environ.get("BOTO_EXPERIMENTAL__ADD_PROXY_HOST_HEADER", "")):
+            from urllib.parse import urlparse
+
+            headers["host"] = urlparse(url).hostname or ""
+        return proxy_url, headers
+
+    async def open(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        connector = await _resolved(self.create_connector(proxy_url))
+        # The session settings of AIOHTTPSession._get_session, so aiohttp adds the same headers.
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeout,
+            skip_auto_headers={"CONTENT-TYPE"},
+            auto_decompress=False,
+        )
+
+
 def request_context(client: Any, operation: Any) -> dict[str, Any]:
     """The request context botocore's ``_make_api_call`` builds for ``operation``, for the endpoint
     ruleset and the choose-signer hooks."""
@@ -458,7 +509,6 @@ class _FastClient:
             if self._session is not None or not self._operations:
                 return
             client = self._client
-            config = client.meta.config
             signer = client._request_signer
             from botocore.auth import _host_from_url
 
@@ -497,45 +547,17 @@ class _FastClient:
                     context=context,
                 )
 
-            http = client._endpoint.http_session
-            create_connector = getattr(http, "_create_connector", None)
-            timeout = getattr(http, "_timeout", None)
-            if create_connector is None or not isinstance(timeout, aiohttp.ClientTimeout):
-                raise ConfigError(
-                    f"fast path: needs aiobotocore's aiohttp session, the client has {type(http).__name__}"
-                )
-            proxy_config = getattr(http, "_proxy_config", None)
-            if proxy_config is None:
-                from botocore.httpsession import ProxyConfiguration
-
-                proxy_config = ProxyConfiguration(
-                    proxies=config.proxies, proxies_settings=getattr(config, "proxies_config", None)
-                )
+            pool = ConnectionPool.of(client)
             # The endpoint's scheme and host are the same for every call, so the proxy is too.
             endpoint_url = next(iter(routes.values())).endpoint_url
-            proxy_url = proxy_config.proxy_url_for(endpoint_url)
+            self._proxy_url, self._proxy_headers = pool.proxy_for(endpoint_url)
             for route in routes.values():
-                if proxy_config.proxy_url_for(route.endpoint_url) != proxy_url:
+                if pool.proxy_for(route.endpoint_url)[0] != self._proxy_url:
                     raise ConfigError("fast path: the operations resolve endpoints behind different proxies")
-            self._proxy_url = proxy_url
-            self._proxy_headers = dict(proxy_config.proxy_headers_for(endpoint_url))
-            from botocore.utils import ensure_boolean
-
-            if ensure_boolean(os.environ.get("BOTO_EXPERIMENTAL__ADD_PROXY_HOST_HEADER", "")):
-                from urllib.parse import urlparse
-
-                self._proxy_headers["host"] = urlparse(endpoint_url).hostname or ""
             # Set by the Lambda runtime before any code runs, and never changed (see the module doc).
             self._in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
             self._routes = routes
-            connector = await _resolved(create_connector(self._proxy_url))
-            # The session settings of AIOHTTPSession._get_session, so aiohttp adds the same headers.
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                skip_auto_headers={"CONTENT-TYPE"},
-                auto_decompress=False,
-            )
+            self._session = await pool.open(self._proxy_url)
 
     # ------------------------------------------------------------------------------------------
     # the call

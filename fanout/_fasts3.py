@@ -92,6 +92,7 @@ from yarl import URL
 from ._exceptions import ConfigError
 from ._fastpath import (
     _CACHE_LIMIT,
+    ConnectionPool,
     _add_recursion_detection_header,
     _FastClient,
     _resolved,
@@ -305,6 +306,7 @@ class FastS3(_FastClient):
                 member = operation.input_shape.members.get(name)
                 if member is not None and member.serialization.get("location") == "header":
                     self._header_arguments[name] = member.serialization.get("name", name)
+        self._pool: ConnectionPool | None = None
         self._buckets: dict[str, _Bucket | None] = {}
         """Each bucket's resolution, or ``None``: its calls stay on aiobotocore."""
         self._signers: dict[tuple[str, str, str], Any] = {}
@@ -331,46 +333,12 @@ class FastS3(_FastClient):
                 raise RuntimeError(f"this {type(self).__name__} is closed")
             if self._session is not None or not self._fast:
                 return
-            client = self._client
-            http = client._endpoint.http_session
-            create_connector = getattr(http, "_create_connector", None)
-            timeout = getattr(http, "_timeout", None)
-            if create_connector is None or not isinstance(timeout, aiohttp.ClientTimeout):
-                raise ConfigError(
-                    f"fast path: needs aiobotocore's aiohttp session, the client has {type(http).__name__}"
-                )
-            proxy_config = getattr(http, "_proxy_config", None)
-            if proxy_config is None:
-                from botocore.httpsession import ProxyConfiguration
-
-                config = client.meta.config
-                proxy_config = ProxyConfiguration(
-                    proxies=config.proxies, proxies_settings=getattr(config, "proxies_config", None)
-                )
-            self._proxy_config = proxy_config
+            pool = self._pool = ConnectionPool.of(self._client)
             # Picked for the client's endpoint; a bucket whose host would use another stays on aiobotocore.
-            self._proxy_url, self._proxy_headers = self._proxy_for(client.meta.endpoint_url)
+            self._proxy_url, self._proxy_headers = pool.proxy_for(self._client.meta.endpoint_url)
             # Set by the Lambda runtime before any code runs, and never changed (see _fastpath).
             self._in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
-            connector = await _resolved(create_connector(self._proxy_url))
-            # The session settings of AIOHTTPSession._get_session, so aiohttp adds the same headers.
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                skip_auto_headers={"CONTENT-TYPE"},
-                auto_decompress=False,
-            )
-
-    def _proxy_for(self, url: str) -> tuple[str | None, dict[str, str]]:
-        from botocore.utils import ensure_boolean
-
-        proxy_url: str | None = self._proxy_config.proxy_url_for(url)
-        headers = dict(self._proxy_config.proxy_headers_for(url))
-        if ensure_boolean(os.environ.get("BOTO_EXPERIMENTAL__ADD_PROXY_HOST_HEADER", "")):
-            from urllib.parse import urlparse
-
-            headers["host"] = urlparse(url).hostname or ""
-        return proxy_url, headers
+            self._session = await pool.open(self._proxy_url)
 
     # ------------------------------------------------------------------------------------------
     # the call
@@ -651,7 +619,7 @@ class FastS3(_FastClient):
             or "?" in url.partition(_SENTINEL)[0]
         ):
             return None
-        if self._proxy_for(url) != (self._proxy_url, self._proxy_headers):
+        if self._pool is None or self._pool.proxy_for(url) != (self._proxy_url, self._proxy_headers):
             return None  # one connector, one proxy: the endpoint's (see _setup)
         region = signing.get("region") or signer._region_name
         service = signing.get("signing_name") or signer._signing_name
