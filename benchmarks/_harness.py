@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -41,7 +42,9 @@ __all__ = [
     "cell",
     "child_pids",
     "command_line",
+    "count_lines",
     "header",
+    "json_summary",
     "jsonable",
     "machine_info",
     "median",
@@ -50,6 +53,7 @@ __all__ = [
     "percentile",
     "pin",
     "pooled",
+    "proc_stat_fields",
     "process_cpu_seconds",
     "publish",
     "ratio",
@@ -61,6 +65,7 @@ __all__ = [
     "run_child",
     "standalone_parser",
     "stat",
+    "times",
     "values",
     "write_report",
     "write_results",
@@ -136,6 +141,32 @@ def ratio_stat(numerators: Sequence[float], denominators: Sequence[float]) -> St
 
 
 # --- samples and repetitions ---------------------------------------------------------------------------
+
+
+def times(value: Stat, digits: int = 2) -> str:
+    """A ratio ``Stat`` as ``1.23 (1.10–1.40)×``, or ``–`` when there is none."""
+    text = value.format(digits)
+    return text if text == "–" else f"{text}×"
+
+
+def json_summary(stderr: str) -> dict[str, Any] | None:
+    """``fanout run --json-summary``'s line: the last line of ``stderr`` that is a JSON object."""
+    for line in reversed(stderr.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in the file at ``path`` (0 when there is none), read in 1 MiB chunks."""
+    if not path.exists():
+        return 0
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(partial(handle.read, 1 << 20), b""))
 
 
 @dataclass(slots=True)
@@ -221,7 +252,7 @@ def pooled(samples: Sequence[Sample], series: str, *, scale: float = 1.0) -> lis
 # --- CPU, memory and processes -------------------------------------------------------------------------
 
 
-def _proc_stat_fields(pid: int) -> list[str] | None:
+def proc_stat_fields(pid: int) -> list[str] | None:
     """The fields of ``/proc/<pid>/stat`` after the command name (field 3 onwards); None if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
@@ -240,7 +271,7 @@ def process_cpu_seconds(pid: int | None = None) -> float:
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
-    fields = _proc_stat_fields(pid)
+    fields = proc_stat_fields(pid)
     if fields is None:
         return math.nan
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -319,7 +350,7 @@ def child_pids(module: str) -> set[int]:
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
             continue
-        fields = _proc_stat_fields(int(entry))
+        fields = proc_stat_fields(int(entry))
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 cmdline = handle.read().split(b"\0")

@@ -70,7 +70,7 @@ import anyio
 if __package__ in (None, ""):  # ``python benchmarks/faults.py``: import the checkout as ``-m`` does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import Table, command_line, header, write_report
+from benchmarks._harness import Table, command_line, header, json_summary, write_report
 from fanout.testing import ModelResult, aws_environment, config_from_dict, default_model, run_emulator_process
 
 __all__ = [
@@ -552,17 +552,6 @@ class _LineCounter:
         return self.count
 
 
-def _summary(stderr: str) -> dict[str, Any] | None:
-    for line in reversed(stderr.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
-
-
 def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as response:
         data: dict[str, Any] = json.load(response)
@@ -672,7 +661,7 @@ class _Runner:
             lines_at_end=self.counter.update(),
             kill_threshold=threshold,
             exit_code=None if ended != "exited" else process.returncode,
-            summary=_summary(text) if ended == "exited" else None,
+            summary=json_summary(text) if ended == "exited" else None,
             stderr_tail=text[-3000:],
         )
         self.runs.append(record)

@@ -66,12 +66,15 @@ from .._harness import (
     Stat,
     Table,
     cell,
+    count_lines,
+    json_summary,
     median,
     number,
     process_cpu_seconds,
     repeat_sides,
     run_child,
     stat,
+    times,
     values,
 )
 from . import Context
@@ -164,25 +167,6 @@ def cli_env(emulator: Mapping[str, str]) -> dict[str, str]:
     )
     env.update(emulator)
     return env
-
-
-def _summary(stderr: str) -> dict[str, Any] | None:
-    """The ``--json-summary`` line: the last line of stderr that is a JSON object."""
-    for line in reversed(stderr.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
-
-
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(partial(handle.read, 1 << 20), b""))
 
 
 class _CountingSession:
@@ -390,14 +374,14 @@ class Bench:
                 poll=0.01,
             )
         text = stderr_path.read_text(encoding="utf-8", errors="replace")
-        summary = _summary(text)
+        summary = json_summary(text)
         if summary is None:
             raise RuntimeError(f"{shlex.join(command)} exited {usage.returncode}: {text[-3000:]}")
         this_run: dict[str, Any] = summary.get("this_run", {})
         calls: dict[str, int] = this_run.get("api_calls", {})
         notified = int(this_run.get("succeeded", 0)) + int(this_run.get("failed", 0))
         elapsed = float(this_run.get("elapsed") or math.nan)
-        lines = _count_lines(output)
+        lines = count_lines(output)
         # Other processes' CPU use in cores: the machine's busy time less the CLI's and the emulator's.
         others = clock.others * clock.wall - usage.cpu if clock.wall > 0 else math.nan
         return Sample(
@@ -548,11 +532,6 @@ def derive(samples: Mapping[str, list[Sample]], n: int) -> dict[str, list[float]
     }
 
 
-def _times(value: Stat, digits: int = 2) -> str:
-    text = value.format(digits)
-    return text if text == "–" else f"{text}×"
-
-
 def _met(value: Stat, goal: float, *, at_most: bool = False) -> str:
     if math.isnan(value.median):
         return "–"
@@ -571,7 +550,7 @@ def goals_table(derived: Mapping[str, list[float]], samples: Mapping[str, list[S
         "`fanout run --no-fetch --tracker sqs` end to end vs bare aiobotocore submit-only loop "
         "(requests/s; the CLI's whole process, from fork to exit)",
         f"≥{GOAL_E2E:.1f}×",
-        _times(e2e),
+        times(e2e),
         _met(e2e, GOAL_E2E),
     )
     e2e_run = stat(derived["e2e_run_vs_bare"])
@@ -579,21 +558,21 @@ def goals_table(derived: Mapping[str, list[float]], samples: Mapping[str, list[S
         "the same, on the run's own clock (`this_run.elapsed`: no interpreter start-up, imports or "
         "preflight)",
         f"≥{GOAL_E2E:.1f}×",
-        _times(e2e_run),
+        times(e2e_run),
         _met(e2e_run, GOAL_E2E),
     )
     per_core = stat(derived["submit_vs_bare_per_core"])
     table.add(
         "fanout submit-only vs bare aiobotocore loop, per core (requests per client CPU-second)",
         f"≥{GOAL_PER_CORE:.1f}×",
-        _times(per_core),
+        times(per_core),
         _met(per_core, GOAL_PER_CORE),
     )
     journal = stat(derived["journal_vs_plain"])
     table.add(
         "`--journal` vs without (requests/s, whole process)",
         f"≥{GOAL_JOURNAL:.1f}×",
-        _times(journal),
+        times(journal),
         _met(journal, GOAL_JOURNAL),
     )
     receives = stat(derived["receives"])
@@ -904,17 +883,17 @@ topics. After each side the harness waits for the emulator to finish its work.
         title="More ratios, per repetition (median, min–max)",
     )
     derived_table.add(
-        "`fanout run` vs bare loop, per core (whole process)", _times(stat(derived["e2e_vs_bare_per_core"]))
+        "`fanout run` vs bare loop, per core (whole process)", times(stat(derived["e2e_vs_bare_per_core"]))
     )
     derived_table.add(
         "`fanout run` vs bare loop, per core, beyond the fixed cost",
-        _times(stat(derived["e2e_beyond_fixed_vs_bare_per_core"])),
+        times(stat(derived["e2e_beyond_fixed_vs_bare_per_core"])),
     )
     derived_table.add(
-        "`--journal` vs without, on the run's own clock", _times(stat(derived["journal_run_vs_plain"]))
+        "`--journal` vs without, on the run's own clock", times(stat(derived["journal_run_vs_plain"]))
     )
     derived_table.add(
-        "`fanout run` vs `--no-fast-path` (requests/s)", _times(stat(derived["fast_vs_no_fast"]))
+        "`fanout run` vs `--no-fast-path` (requests/s)", times(stat(derived["fast_vs_no_fast"]))
     )
     return ScenarioResult(
         name=NAME,

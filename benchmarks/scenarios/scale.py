@@ -36,7 +36,6 @@ on the queue), so no run pays for the previous one's work.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import shlex
@@ -58,11 +57,15 @@ from .._harness import (
     Stat,
     Table,
     cell,
+    count_lines,
+    json_summary,
     number,
     pin,
+    proc_stat_fields,
     process_cpu_seconds,
     repeat_sides,
     stat,
+    times,
     values,
 )
 from . import Context
@@ -142,15 +145,6 @@ class TreeUsage:
         return max(0.0, self.cpu - self.children_cpu)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
 def run_tree(
     command: Sequence[str],
     *,
@@ -175,7 +169,7 @@ def run_tree(
                 raise TimeoutError(f"{shlex.join(command)} took more than {timeout:g} s")
             time.sleep(poll)
         wall = time.perf_counter() - started
-        fields = _stat_fields(process.pid)
+        fields = proc_stat_fields(process.pid)
     except BaseException:
         process.kill()
         process.wait()
@@ -189,25 +183,6 @@ def run_tree(
         cpu=usage.ru_utime + usage.ru_stime,
         children_cpu=children,
     )
-
-
-def _summary(stderr: str) -> dict[str, Any] | None:
-    """The ``--json-summary`` line: the last line of stderr that is a JSON object."""
-    for line in reversed(stderr.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
-
-
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(partial(handle.read, 1 << 20), b""))
 
 
 # --- the layouts and the sides ---------------------------------------------------------------------
@@ -279,13 +254,13 @@ class ScaleBench:
                 stderr=stderr,
             )
         text = stderr_path.read_text(encoding="utf-8", errors="replace")
-        summary = _summary(text)
+        summary = json_summary(text)
         if summary is None or usage.returncode != 0:
             raise RuntimeError(f"{shlex.join(command)} exited {usage.returncode}: {text[-3000:]}")
         this_run: dict[str, Any] = summary.get("this_run", {})
         calls: dict[str, int] = this_run.get("api_calls", {})
         completed = sum(int(this_run.get(k, 0)) for k in ("succeeded", "failed", "expired"))
-        lines = _count_lines(output)
+        lines = count_lines(output)
         elapsed = float(this_run.get("elapsed") or math.nan)
         # Other processes' CPU use in cores: the machine's busy time less the tree's, this process's
         # and the emulator's.
@@ -442,11 +417,6 @@ def figures(samples: Mapping[str, list[Sample]], derived: Mapping[str, list[floa
 # --- the report ------------------------------------------------------------------------------------
 
 
-def _times(value: Stat, digits: int = 2) -> str:
-    text = value.format(digits)
-    return text if text == "–" else f"{text}×"
-
-
 def goals_table(derived: Mapping[str, list[float]], layouts: Sequence[str]) -> Table:
     table = Table(
         ["layout", "measure", "goal", "measured", "met"],
@@ -465,7 +435,7 @@ def goals_table(derived: Mapping[str, list[float]], layouts: Sequence[str]) -> T
                     layout,
                     f"{label}, `--workers {workers}` / in-process",
                     f"≤{GOAL_CPU_RATIO:.2f}×" if goal else "–",
-                    _times(value, 3 if metric.endswith("cpu_ms") else 2),
+                    times(value, 3 if metric.endswith("cpu_ms") else 2),
                     met,
                 )
     return table
@@ -596,7 +566,7 @@ def _headline(
     for layout in layouts:
         cpu = stat(derived[f"{layout}:w2/in-process:steady_cpu_ms"])
         met = "met" if cpu.median <= GOAL_CPU_RATIO else "not met"
-        goal.append(f"{_times(cpu)} {layout} ({met})")
+        goal.append(f"{times(cpu)} {layout} ({met})")
         rate = stat(derived[f"{layout}:w2/in-process:rate"])
         run_rate = stat(derived[f"{layout}:w2/in-process:run_rate"])
         speed.append(f"{rate.median:.2f}× {layout} ({run_rate.median:.2f}× on the run's own clock)")
