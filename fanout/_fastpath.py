@@ -96,7 +96,7 @@ from yarl import URL
 
 from ._exceptions import ConfigError
 
-__all__ = ["ConnectionPool", "FastInvoker", "request_context"]
+__all__ = ["ConnectionPool", "FastInvoker", "request_context", "request_ids"]
 
 _OPERATION: Final = "InvokeEndpointAsync"
 _CACHE_LIMIT: Final = 1024
@@ -377,6 +377,18 @@ class ConnectionPool:
             skip_auto_headers={"CONTENT-TYPE"},
             auto_decompress=False,
         )
+
+
+def request_ids(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The start of botocore's ``ResponseMetadata`` (``_populate_response_metadata``): ``RequestId``,
+    and for S3 ``HostId``, from the response's lower-cased headers."""
+    metadata: dict[str, Any] = {}
+    if "x-amzn-requestid" in headers:
+        metadata["RequestId"] = headers["x-amzn-requestid"]
+    elif "x-amz-request-id" in headers:
+        metadata["RequestId"] = headers["x-amz-request-id"]
+        metadata["HostId"] = headers.get("x-amz-id-2", "")
+    return metadata
 
 
 def request_context(client: Any, operation: Any) -> dict[str, Any]:
@@ -773,12 +785,7 @@ class FastInvoker(_FastClient):
                 return None
         else:
             data = {}
-        metadata: dict[str, Any] = {}
-        if "x-amzn-requestid" in headers:
-            metadata["RequestId"] = headers["x-amzn-requestid"]
-        elif "x-amz-request-id" in headers:
-            metadata["RequestId"] = headers["x-amz-request-id"]
-            metadata["HostId"] = headers.get("x-amz-id-2", "")
+        metadata = request_ids(headers)
         parsed: dict[str, Any] = {"ResponseMetadata": metadata}
         for name, header in self._template.output_headers:
             if header in headers:

@@ -100,6 +100,7 @@ from ._fastpath import (
     _SigningRequest,
     _Target,
     request_context,
+    request_ids,
 )
 
 __all__ = ["FastS3"]
@@ -244,12 +245,7 @@ class _Output:
     def parse(self, response_dict: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         """botocore's result for a 2xx whose headers need no ``before-parse`` handler."""
         status: int = response_dict["status_code"]
-        metadata: dict[str, Any] = {}
-        if "x-amzn-requestid" in headers:
-            metadata["RequestId"] = headers["x-amzn-requestid"]
-        elif "x-amz-request-id" in headers:
-            metadata["RequestId"] = headers["x-amz-request-id"]
-            metadata["HostId"] = headers.get("x-amz-id-2", "")
+        metadata = request_ids(headers)
         parsed: dict[str, Any] = {"ResponseMetadata": metadata}
         for name, location, header, convert in self.members:
             if location == "header":

@@ -47,7 +47,7 @@ from typing import Any, Final
 from yarl import URL
 
 from ._exceptions import ConfigError
-from ._fastpath import _FastClient, _Route, _Target
+from ._fastpath import _FastClient, _Route, _Target, request_ids
 
 __all__ = ["FastSqs"]
 
@@ -258,9 +258,7 @@ class _JsonOperation:
                 parsed = self.convert(data)
             except _Unusual:
                 return None
-        metadata: dict[str, Any] = {}
-        if "x-amzn-requestid" in headers:
-            metadata["RequestId"] = headers["x-amzn-requestid"]
+        metadata = request_ids(headers)
         metadata["HTTPStatusCode"] = status
         # The dict _send made for this response alone: botocore's lower-cased copy of it.
         metadata["HTTPHeaders"] = headers

@@ -31,7 +31,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -48,7 +47,13 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._config import Limits, PayloadMode, RetryPolicy, Staging, inference_deadline, share_limits
-from .._dispatch import DispatcherStatistics, _nothing_accepted, _nothing_to_expect, _nothing_to_forget
+from .._dispatch import (
+    DispatcherStatistics,
+    _nothing_accepted,
+    _nothing_to_expect,
+    _nothing_to_forget,
+    _source,
+)
 from .._exceptions import FanoutError, WorkerError, unwrap_task_errors
 from .._logging import current_logging
 from .._models import InferenceRequest, Rejected, Submission
@@ -545,14 +550,3 @@ class WorkerPool:
                     return
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return
-
-
-async def _source(
-    requests: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest],
-) -> AsyncGenerator[InferenceRequest, None]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request
